@@ -1,0 +1,133 @@
+// Kernel interfaces of the basic families: fill, copy/cast, arange, random, unary, binary,
+// reduction and argmax. The math that CPU and CUDA share is here as SEG_HD functions.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common/types.h"
+
+namespace seg {
+
+struct FillKernels {
+  // Every element of `out` (any strides) = value, converted to out's dtype.
+  void (*fill)(const ExecContext& ctx, const View& out, double value);
+};
+
+struct CopyKernels {
+  // dst = src elementwise with dtype conversion; both have the same sizes, any strides (a src
+  // stride of 0 broadcasts). dst must not overlap src.
+  void (*copy)(const ExecContext& ctx, const View& src, const View& dst);
+};
+
+struct ArangeKernels {
+  // out (contiguous, n) = start + i * step
+  void (*arange)(const ExecContext& ctx, const View& out, double start, double step);
+};
+
+enum class RandomKind : uint8_t { uniform, normal, bernoulli };
+
+struct RandomKernels {
+  // Fills contiguous `out` from the Philox stream (seed, call): uniform in [a, b), normal with
+  // mean a and std b, or bernoulli with probability a (values 0 and 1). Element i depends only on
+  // (seed, call, i): see kernels/common/philox.h.
+  void (*fill)(const ExecContext& ctx, const View& out, RandomKind kind, double a, double b,
+               uint64_t seed, uint64_t call);
+};
+
+// Elementwise functions of one tensor; `alpha` is the scalar of the scalar ops.
+enum class UnaryOp : uint8_t {
+  neg,
+  relu,
+  abs,
+  exp,
+  log,
+  sqrt,
+  tanh,
+  sigmoid,
+  add_scalar,  // x + alpha
+  mul_scalar,  // x * alpha
+  pow_scalar,  // x ^ alpha
+  rsub_scalar, // alpha - x
+};
+
+struct UnaryKernels {
+  // y = f(x); x and y contiguous with the same numel (y may alias x).
+  void (*forward)(const ExecContext& ctx, UnaryOp op, double alpha, const View& x, const View& y);
+  // gx = gy * f'(x); uses x or y as the op needs (both passed, contiguous); gx may alias gy.
+  void (*backward)(const ExecContext& ctx, UnaryOp op, double alpha, const View& x, const View& y,
+                   const View& gy, const View& gx);
+};
+
+template <class T>
+SEG_HD T unary_forward(UnaryOp op, T x, T alpha) {
+  switch (op) {
+    case UnaryOp::neg: return -x;
+    case UnaryOp::relu: return x > T(0) ? x : T(0);
+    case UnaryOp::abs: return x < T(0) ? -x : x;
+    case UnaryOp::exp: return std::exp(x);
+    case UnaryOp::log: return std::log(x);
+    case UnaryOp::sqrt: return std::sqrt(x);
+    case UnaryOp::tanh: return std::tanh(x);
+    case UnaryOp::sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case UnaryOp::add_scalar: return x + alpha;
+    case UnaryOp::mul_scalar: return x * alpha;
+    case UnaryOp::pow_scalar: return std::pow(x, alpha);
+    case UnaryOp::rsub_scalar: return alpha - x;
+  }
+  return x;
+}
+
+// d f / d x at x (with y = f(x)), times gy. relu'(0) = 0 and abs'(0) = 0, as in PyTorch.
+template <class T>
+SEG_HD T unary_backward(UnaryOp op, T x, T y, T gy, T alpha) {
+  switch (op) {
+    case UnaryOp::neg: return -gy;
+    case UnaryOp::relu: return x > T(0) ? gy : T(0);
+    case UnaryOp::abs: return x > T(0) ? gy : (x < T(0) ? -gy : T(0));
+    case UnaryOp::exp: return gy * y;
+    case UnaryOp::log: return gy / x;
+    case UnaryOp::sqrt: return gy / (T(2) * y);
+    case UnaryOp::tanh: return gy * (T(1) - y * y);
+    case UnaryOp::sigmoid: return gy * y * (T(1) - y);
+    case UnaryOp::add_scalar: return gy;
+    case UnaryOp::mul_scalar: return gy * alpha;
+    case UnaryOp::pow_scalar: return alpha == T(0) ? T(0) : gy * alpha * std::pow(x, alpha - T(1));
+    case UnaryOp::rsub_scalar: return -gy;
+  }
+  return gy;
+}
+
+enum class BinaryOp : uint8_t { add, sub, mul, div };
+
+template <class T>
+SEG_HD T binary_apply(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::sub: return a - b;
+    case BinaryOp::mul: return a * b;
+    case BinaryOp::div: return a / b;
+  }
+  return a;
+}
+
+struct BinaryKernels {
+  // out = a (op) b. All three have out's sizes; a and b may be strided (stride 0 broadcasts); out
+  // is contiguous and may alias a (in-place updates) when a is contiguous too.
+  void (*forward)(const ExecContext& ctx, BinaryOp op, const View& a, const View& b, const View& out);
+};
+
+struct ReduceKernels {
+  // y = sum of x over the dims where y's size is 1 and x's is not. x contiguous; y contiguous with
+  // x's ndim (keepdim layout). Accumulates in f64 for f32 inputs on the CPU.
+  void (*sum)(const ExecContext& ctx, const View& x, const View& y);
+};
+
+struct ArgmaxKernels {
+  // x contiguous viewed as (outer, n, inner); out (outer, inner) i32 = index of the largest value
+  // along n (the first one on ties; NaN counts as largest, as in PyTorch).
+  void (*argmax)(const ExecContext& ctx, const View& x, int64_t outer, int64_t n, int64_t inner,
+                 const View& out);
+};
+
+}  // namespace seg

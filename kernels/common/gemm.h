@@ -1,0 +1,30 @@
+// Kernel interface of matrix multiplication (linear layers, matmul).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common/types.h"
+
+namespace seg {
+
+// Row-major, batched: for each b in [0, batch):
+//   C_b (m, n) = alpha * op(A_b) op(B_b) + beta * C_b
+// where op(A_b) is (m, k): A_b stored (m, k) with row stride lda, or (k, m) when trans_a.
+// Pointers advance by stride_a/b/c elements per batch; a stride of 0 reuses one matrix.
+struct GemmArgs {
+  bool trans_a = false;
+  bool trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  double alpha = 1.0, beta = 0.0;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t batch = 1;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+};
+
+struct GemmKernels {
+  // a, b, c are the base pointers (dtype f32 or f64, all the same).
+  void (*gemm)(const ExecContext& ctx, const GemmArgs& args, const View& a, const View& b,
+               const View& c);
+};
+
+}  // namespace seg

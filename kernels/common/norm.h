@@ -1,0 +1,35 @@
+// Kernel interface of 2-D batch normalisation over (N, C, H*W).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common/types.h"
+
+namespace seg {
+
+struct BatchNormShape {
+  int64_t n = 0, c = 0, hw = 0;
+};
+
+struct BatchNormKernels {
+  // Training: batch mean and biased variance per channel normalise x; saves mean and
+  // invstd = 1 / sqrt(var + eps) (each (c), f32 for f32 inputs). When running_mean/var are defined
+  // they are updated in place: r = (1 - momentum) * r + momentum * batch value, using the unbiased
+  // variance for running_var (PyTorch's convention). weight/bias undefined means affine off.
+  void (*forward_train)(const ExecContext& ctx, const BatchNormShape& shape, const View& x,
+                        const View& weight, const View& bias, const View& running_mean,
+                        const View& running_var, double momentum, double eps, const View& y,
+                        const View& save_mean, const View& save_invstd);
+  // Evaluation: normalise with the running statistics.
+  void (*forward_eval)(const ExecContext& ctx, const BatchNormShape& shape, const View& x,
+                       const View& weight, const View& bias, const View& running_mean,
+                       const View& running_var, double eps, const View& y);
+  // Gradients (written) of x, weight and bias; any of gx/gweight/gbias may be undefined (not
+  // needed). `training` selects batch statistics (mean, invstd from forward_train) or fixed ones
+  // (running mean and 1 / sqrt(running_var + eps), passed in the same two views).
+  void (*backward)(const ExecContext& ctx, const BatchNormShape& shape, bool training,
+                   const View& x, const View& gy, const View& weight, const View& mean,
+                   const View& invstd, const View& gx, const View& gweight, const View& gbias);
+};
+
+}  // namespace seg

@@ -1,0 +1,8 @@
+// PENDING: CPU kernels of this family are being written.
+#include "kernels/common/registry.h"
+
+namespace seg::cpu {
+
+void register_pool_kernels(KernelRegistry&) {}
+
+}  // namespace seg::cpu

@@ -1,0 +1,44 @@
+// The f64 gradient check of every differentiable op, and the registry test that makes a new op
+// without a gradient check fail.
+#include <doctest/doctest.h>
+
+#include <set>
+#include <string>
+
+#include "engine/dispatch.h"
+#include "kernels/common/registry.h"
+#include "tests/support/gradcheck.h"
+
+using namespace seg;
+using namespace seg::test;
+
+TEST_CASE("every differentiable op has a gradient check, and every case names a catalog op") {
+  std::set<std::string> covered;
+  for (const GradCase& c : all_grad_cases()) covered.insert(c.op);
+  std::set<std::string> catalog;
+  for (const OpInfo& info : kOpCatalog) {
+    catalog.insert(std::string(info.name));
+    if (info.differentiable) {
+      CHECK_MESSAGE(covered.count(std::string(info.name)) == 1, "no gradient check for op ", info.name);
+    }
+  }
+  for (const std::string& op : covered) CHECK_MESSAGE(catalog.count(op) == 1, "unknown op in cases: ", op);
+}
+
+TEST_CASE("every op with kernels is registered on the CPU") {
+  for (const OpInfo& info : kOpCatalog) {
+    if (info.has_kernels) {
+      CHECK_MESSAGE(kernel_registry().has(info.id, DeviceType::cpu), "no CPU kernels for op ", info.name);
+    }
+  }
+}
+
+TEST_CASE("gradient check of every differentiable op (f64, central differences)") {
+  for (const GradCase& c : all_grad_cases()) {
+    CAPTURE(c.op);
+    CAPTURE(c.name);
+    GradCheckResult r = check_gradients(c);
+    CHECK_MESSAGE(r.ok, r.message);
+    CHECK_MESSAGE(r.checked > 0, "no element checked for ", c.op, " [", c.name, "]");
+  }
+}
