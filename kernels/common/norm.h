@@ -1,4 +1,9 @@
 // Kernel interface of 2-D batch normalisation over (N, C, H*W).
+//
+// Statistics are per channel over N * H*W values, accumulated in f64 for every dtype (two passes:
+// mean, then the sum of squared deviations), so a large common offset costs no precision. x, y, gy and
+// gx are contiguous; weight, bias, save_mean and save_invstd are contiguous (c) vectors of x's dtype;
+// running_mean/running_var are (c) vectors of x's dtype with any stride (they are updated in place).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +21,7 @@ struct BatchNormKernels {
   // invstd = 1 / sqrt(var + eps) (each (c), f32 for f32 inputs). When running_mean/var are defined
   // they are updated in place: r = (1 - momentum) * r + momentum * batch value, using the unbiased
   // variance for running_var (PyTorch's convention). weight/bias undefined means affine off.
+  // N * H*W == 0 writes mean 0 and invstd 1 / sqrt(eps) and leaves the running statistics alone.
   void (*forward_train)(const ExecContext& ctx, const BatchNormShape& shape, const View& x,
                         const View& weight, const View& bias, const View& running_mean,
                         const View& running_var, double momentum, double eps, const View& y,

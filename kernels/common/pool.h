@@ -1,4 +1,5 @@
-// Kernel interfaces of pooling: max pooling with saved argmax indices and adaptive average pooling.
+// Kernel interfaces of pooling: max pooling with saved argmax indices and adaptive average pooling,
+// and the index math both backends share (PyTorch's rules, dilation 1).
 #pragma once
 
 #include <cstdint>
@@ -16,21 +17,46 @@ struct Pool2dShape {
   int64_t pad_h = 0, pad_w = 0;
 };
 
-// PyTorch's output size for max pooling (dilation 1), floor or ceil mode.
+// PyTorch's output size for max pooling (dilation 1), floor or ceil mode. The division rounds
+// towards minus infinity (PyTorch's div_rtn), so an input smaller than the kernel gives a size <= 0,
+// which the front-end rejects.
 SEG_HD int64_t pool_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode) {
   int64_t numer = in + 2 * pad - kernel + (ceil_mode ? stride - 1 : 0);
-  int64_t out = numer / stride + 1;
+  int64_t q = numer / stride;
+  if (numer % stride != 0 && numer < 0) --q;
+  int64_t out = q + 1;
   // the last window must start inside the input or the left padding
   if (ceil_mode && (out - 1) * stride >= in + pad) --out;
   return out;
 }
 
+// The input rows [begin, end) that output row `o` of a max pool covers: padding is never part of a
+// window (it never wins). With pad <= kernel / 2 and PyTorch's output size every window is non-empty.
+struct PoolWindow {
+  int64_t begin, end;
+};
+SEG_HD PoolWindow pool_window(int64_t o, int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
+  int64_t begin = o * stride - pad;
+  int64_t end = begin + kernel;
+  if (begin < 0) begin = 0;
+  if (end > in) end = in;
+  return PoolWindow{begin, end};
+}
+
+// Max-pool comparison, PyTorch's: a larger value or any NaN replaces the current winner. Ties keep
+// the first maximum; NaN propagates (the last NaN of a window is the winner).
+template <class T>
+SEG_HD bool pool_max_replaces(T v, T best) {
+  return v > best || v != v;
+}
+
 struct MaxPool2dKernels {
   // y = max over each window (padding never wins); indices (n, c, p, q) i32 = h_index * w + w_index
-  // of the winner in its (h, w) plane (the first maximum; NaN propagates).
+  // of the winner in its (h, w) plane (see pool_max_replaces). Contiguous NCHW.
   void (*forward)(const ExecContext& ctx, const Pool2dShape& shape, const View& x, const View& y,
                   const View& indices);
   // gx (written, zeroed first) gets gy at each window's winner, summed where windows overlap.
+  // Deterministic: each (n, c) plane is summed in a fixed order by one thread.
   void (*backward)(const ExecContext& ctx, const Pool2dShape& shape, const View& gy,
                    const View& indices, const View& gx);
 };
@@ -42,9 +68,11 @@ SEG_HD int64_t adaptive_end(int64_t i, int64_t in, int64_t out) {
 }
 
 struct AdaptiveAvgPool2dKernels {
-  // x (n, c, h, w) -> y (n, c, p, q), average over each bin. Contiguous.
+  // x (n, c, h, w) -> y (n, c, p, q), average over each bin (kernel/stride/pad fields unused).
+  // Contiguous.
   void (*forward)(const ExecContext& ctx, const Pool2dShape& shape, const View& x, const View& y);
-  // gx (written) from gy.
+  // gx (written) from gy: each bin's gradient divided evenly over its cells, summed where bins
+  // overlap (output larger than input). Deterministic.
   void (*backward)(const ExecContext& ctx, const Pool2dShape& shape, const View& gy, const View& gx);
 };
 

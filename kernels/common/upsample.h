@@ -1,5 +1,8 @@
 // Kernel interface and shared index math of bilinear upsampling (PyTorch's upsample_bilinear2d,
-// output size given).
+// output size given, no antialiasing, so downsampling reads only the two nearest rows/columns).
+//
+// Coordinates are computed in the tensor's dtype, as PyTorch does (its opmath type is f32 for f32),
+// so the taps agree with PyTorch's bit for bit. The same output size as input gives the identity.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +25,9 @@ SEG_HD T bilinear_scale(int64_t in, int64_t out, bool align_corners) {
   return static_cast<T>(in) / static_cast<T>(out);
 }
 
-// The two source indices and weights of output coordinate `dst` along one axis.
+// The two source indices and weights of output coordinate `dst` along one axis (PyTorch's
+// area_pixel_compute_source_index: align_corners maps corner centres onto corner centres, otherwise
+// pixel areas onto pixel areas, clamped at 0). i1 == i0 on the last row.
 template <class T>
 struct BilinearTap {
   int64_t i0, i1;
@@ -44,7 +49,8 @@ SEG_HD BilinearTap<T> bilinear_tap(int64_t dst, int64_t in, T scale, bool align_
 struct UpsampleBilinearKernels {
   // y = bilinear resize of x. Contiguous NCHW.
   void (*forward)(const ExecContext& ctx, const UpsampleShape& shape, const View& x, const View& y);
-  // gx (written) = adjoint of forward applied to gy. Deterministic: no dependence on thread order.
+  // gx (written) = adjoint of forward applied to gy. Deterministic: no float atomics and no
+  // dependence on thread order (the CPU gives each (n, c) plane to one thread).
   void (*backward)(const ExecContext& ctx, const UpsampleShape& shape, const View& gy, const View& gx);
 };
 

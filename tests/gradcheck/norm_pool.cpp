@@ -1,8 +1,116 @@
-// PENDING: gradient-check cases of this family are being written.
+// Gradient-check cases: batch_norm2d, max_pool2d, adaptive_avg_pool2d, upsample_bilinear2d.
+//
+// Batch norm is checked for x, weight and bias in training mode (batch statistics: the x gradient
+// includes the mean and variance terms) and evaluation mode (running statistics, which are
+// constant inputs that do not require grad). In training mode the running statistics, when given,
+// are updated by every evaluation of the function; that does not change the output.
+// Max pooling uses random inputs: ties (kinks) then have probability zero, and a window whose
+// maximum a perturbation of h would change is skipped by the harness as a kink.
+#include <string>
+
+#include "engine/ops.h"
 #include "tests/support/gradcheck.h"
 
 namespace seg::test {
 
-void add_norm_pool_grad_cases(std::vector<GradCase>&) {}
+namespace {
+
+struct BnSetup {
+  Shape shape;
+  bool training;
+  bool weight;
+  bool bias;
+  bool running;  // pass running statistics (always in evaluation mode)
+};
+
+GradCase batch_norm_case(const BnSetup& b) {
+  std::string name = std::string(b.training ? "train " : "eval ") + shape_str(b.shape) +
+                     (b.weight ? " weight" : "") + (b.bias ? " bias" : "") +
+                     (b.weight || b.bias ? "" : " no affine") + (b.running ? " running stats" : "");
+  return GradCase{
+      "batch_norm2d", name,
+      [b](Generator& g) {
+        const int64_t c = b.shape[1];
+        return std::vector<Tensor>{
+            uniform64(b.shape, g, -2.0, 3.0),
+            b.weight ? uniform64({c}, g, 0.5, 1.5) : Tensor(),
+            b.bias ? randn64({c}, g) : Tensor(),
+            b.running ? randn64({c}, g, /*requires_grad=*/false) : Tensor(),
+            b.running ? uniform64({c}, g, 0.5, 2.0, /*requires_grad=*/false) : Tensor()};
+      },
+      [b](const std::vector<Tensor>& x) {
+        return batch_norm2d(x[0], x[1], x[2], x[3], x[4], b.training, 0.1, 1e-5);
+      }};
+}
+
+GradCase max_pool_case(const Shape& shape, const MaxPool2dOptions& o) {
+  std::string name = shape_str(shape) + " kernel (" + std::to_string(o.kernel_h) + "," +
+                     std::to_string(o.kernel_w) + ") stride (" + std::to_string(o.stride_h) + "," +
+                     std::to_string(o.stride_w) + ") pad (" + std::to_string(o.pad_h) + "," +
+                     std::to_string(o.pad_w) + ")" + (o.ceil_mode ? " ceil" : "");
+  return GradCase{"max_pool2d", name,
+                  [shape](Generator& g) { return std::vector<Tensor>{randn64(shape, g)}; },
+                  [o](const std::vector<Tensor>& x) { return max_pool2d(x[0], o); }};
+}
+
+GradCase adaptive_case(const Shape& shape, int64_t p, int64_t q) {
+  return GradCase{"adaptive_avg_pool2d",
+                  shape_str(shape) + " to (" + std::to_string(p) + "," + std::to_string(q) + ")",
+                  [shape](Generator& g) { return std::vector<Tensor>{randn64(shape, g)}; },
+                  [p, q](const std::vector<Tensor>& x) { return adaptive_avg_pool2d(x[0], p, q); }};
+}
+
+GradCase upsample_case(const Shape& shape, int64_t p, int64_t q, bool align_corners) {
+  return GradCase{"upsample_bilinear2d",
+                  shape_str(shape) + " to (" + std::to_string(p) + "," + std::to_string(q) +
+                      ") align_corners=" + (align_corners ? "true" : "false"),
+                  [shape](Generator& g) { return std::vector<Tensor>{randn64(shape, g)}; },
+                  [p, q, align_corners](const std::vector<Tensor>& x) {
+                    return upsample_bilinear2d(x[0], p, q, align_corners);
+                  }};
+}
+
+}  // namespace
+
+void add_norm_pool_grad_cases(std::vector<GradCase>& cases) {
+  for (const BnSetup& b : std::vector<BnSetup>{
+           {{3, 4, 3, 5}, true, true, true, true},
+           {{4, 3, 2, 3}, true, false, false, false},
+           {{3, 2, 3, 3}, true, true, false, false},
+           {{6, 4}, true, true, true, true},
+           {{5, 3}, true, false, false, true},
+           {{1, 3, 3, 4}, true, true, true, true},  // batch of one: statistics over space only
+           {{2, 3, 4, 5}, false, true, true, true},
+           {{2, 3, 4, 5}, false, false, false, true},
+           {{5, 4}, false, true, true, true},
+           {{1, 2, 3, 3}, false, false, true, true},
+       }) {
+    cases.push_back(batch_norm_case(b));
+  }
+
+  cases.push_back(max_pool_case({2, 3, 6, 8}, MaxPool2dOptions::make(2, 2)));
+  cases.push_back(max_pool_case({2, 2, 7, 9}, MaxPool2dOptions::make(3, 2, 1)));  // ResNet stem
+  cases.push_back(max_pool_case({1, 2, 7, 9}, MaxPool2dOptions::make(2, 2, 0, true)));
+  cases.push_back(max_pool_case({1, 2, 8, 7}, MaxPool2dOptions::make(3, 2, 1, true)));
+  cases.push_back(max_pool_case({1, 2, 5, 5}, MaxPool2dOptions::make(3, 1, 1)));  // heavy overlap
+  cases.push_back(max_pool_case({1, 2, 7, 6}, MaxPool2dOptions{3, 2, 2, 1, 1, 0, false}));
+  cases.push_back(max_pool_case({2, 1, 5, 9}, MaxPool2dOptions{2, 3, 1, 2, 1, 1, true}));
+
+  cases.push_back(adaptive_case({2, 3, 7, 9}, 1, 1));
+  cases.push_back(adaptive_case({2, 3, 7, 9}, 3, 2));
+  cases.push_back(adaptive_case({2, 3, 7, 9}, 5, 7));
+  cases.push_back(adaptive_case({1, 2, 3, 5}, 5, 7));  // output larger than input: bins overlap
+  cases.push_back(adaptive_case({1, 2, 9, 11}, 4, 4));
+
+  for (bool align : {false, true}) {
+    cases.push_back(upsample_case({2, 3, 5, 7}, 11, 13, align));
+    cases.push_back(upsample_case({1, 2, 4, 4}, 8, 8, align));
+    cases.push_back(upsample_case({2, 3, 5, 7}, 3, 4, align));   // downsampling
+    cases.push_back(upsample_case({1, 2, 9, 7}, 4, 11, align));  // down in h, up in w
+    cases.push_back(upsample_case({2, 3, 5, 7}, 1, 1, align));
+    cases.push_back(upsample_case({1, 2, 5, 7}, 5, 7, align));  // same size
+    cases.push_back(upsample_case({1, 2, 1, 1}, 3, 2, align));  // from a single pixel
+  }
+}
 
 }  // namespace seg::test
