@@ -106,6 +106,7 @@ int64_t Tensor::numel() const { return shape_numel(impl_->sizes); }
 const std::shared_ptr<Storage>& Tensor::storage() const { return impl_->storage; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // as PyTorch: no element is out of place
   int64_t expected = 1;
   for (int i = dim() - 1; i >= 0; --i) {
     if (impl_->sizes[i] != 1 && impl_->strides[i] != expected) return false;

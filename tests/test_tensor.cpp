@@ -28,6 +28,10 @@ TEST_CASE("factories: shapes, strides, values") {
   CHECK(s.item() == 3.0);
   Tensor e = empty({0, 4});
   CHECK(e.numel() == 0);
+  Tensor e2 = zeros({4, 0, 2});  // empty tensors are contiguous and copy to nothing
+  CHECK(e2.is_contiguous());
+  CHECK(e2.transpose(0, 2).contiguous().sizes() == Shape{2, 0, 4});
+  CHECK(e2.clone().numel() == 0);
   CHECK_THROWS_WITH_AS(from_vector(std::vector<float>{1, 2, 3}, {2, 2}),
                        "from_vector: 3 values for shape (2,2)", Error);
   CHECK_THROWS_WITH_AS(zeros({2, -1}), "empty: negative size in shape (2,-1)", Error);

@@ -69,6 +69,7 @@ struct View {
     return n;
   }
   SEG_HD bool is_contiguous() const {
+    if (numel() == 0) return true;
     int64_t expected = 1;
     for (int i = ndim - 1; i >= 0; --i) {
       if (sizes[i] != 1 && strides[i] != expected) return false;

@@ -136,6 +136,7 @@ struct StridedLoop {
   template <class F>
   void run(F&& body) const {
     const int64_t inner = inner_size();
+    if (inner == 0 || outer_count() == 0) return;  // an empty tensor: nothing to visit
     int64_t inner_strides[N];
     for (int k = 0; k < N; ++k) inner_strides[k] = strides[k][ndim - 1];
     const int64_t outer = outer_count();
