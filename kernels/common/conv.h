@@ -1,5 +1,10 @@
 // Kernel interface of 2-D convolution (groups 1). conv_transpose2d uses the same kernels with the
-// roles exchanged: its forward is conv2d's backward_input, its backward_input is conv2d's forward.
+// roles exchanged: its forward is conv2d's backward_input, its backward_input is conv2d's forward,
+// its weight gradient is conv2d's backward_weight with x and gy exchanged.
+//
+// p and q are part of the shape, not recomputed by the kernels: a transposed convolution with an
+// output_padding describes a conv whose input (h, w) is larger than the formula's inverse of (p, q)
+// needs, and input positions that no output position reads get no gradient (zero, or the bias).
 #pragma once
 
 #include <cstdint>
@@ -26,9 +31,10 @@ struct Conv2dKernels {
   // y = conv(x, w) (+ bias[k] when bias is defined). All contiguous NCHW.
   void (*forward)(const ExecContext& ctx, const Conv2dShape& shape, const View& x, const View& w,
                   const View& bias, const View& y);
-  // gx = d conv / d x applied to gy (written, not accumulated).
+  // gx = d conv / d x applied to gy (written, not accumulated), plus bias[c] on every position of
+  // channel c when bias (c) is defined: that is conv_transpose2d's forward with its bias.
   void (*backward_input)(const ExecContext& ctx, const Conv2dShape& shape, const View& gy,
-                         const View& w, const View& gx);
+                         const View& w, const View& bias, const View& gx);
   // gw = d conv / d w applied to gy (written).
   void (*backward_weight)(const ExecContext& ctx, const Conv2dShape& shape, const View& x,
                           const View& gy, const View& gw);

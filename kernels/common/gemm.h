@@ -1,4 +1,8 @@
 // Kernel interface of matrix multiplication (linear layers, matmul).
+//
+// One strided-batched GEMM covers every product the front-ends need: the CPU backend loops over the
+// batch with OpenBLAS sgemm/dgemm, the CUDA backend will map it onto cublasGemmStridedBatchedEx.
+// Transposes are flags, never copies: a (out, in) weight is used as its own transpose.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +13,13 @@ namespace seg {
 
 // Row-major, batched: for each b in [0, batch):
 //   C_b (m, n) = alpha * op(A_b) op(B_b) + beta * C_b
-// where op(A_b) is (m, k): A_b stored (m, k) with row stride lda, or (k, m) when trans_a.
-// Pointers advance by stride_a/b/c elements per batch; a stride of 0 reuses one matrix.
+// where op(A_b) is (m, k): A_b stored (m, k) with row stride lda, or (k, m) when trans_a (likewise
+// op(B_b) is (k, n): B_b stored (k, n) with row stride ldb, or (n, k) when trans_b).
+// Pointers advance by stride_a/b/c elements per batch; a stride of 0 reuses one matrix. A stride_c
+// of 0 with batch > 1 sums the products into one C:
+//   C = alpha * sum_b op(A_b) op(B_b) + beta * C
+// (the weight gradient of a matrix broadcast over a batch), in batch order, so it is deterministic.
+// k == 0 gives C = beta * C (and zeros for beta == 0, whatever C held).
 struct GemmArgs {
   bool trans_a = false;
   bool trans_b = false;

@@ -1,0 +1,72 @@
+"""PyTorch peer of benchmarks/bench_conv.cpp: times conv2d / conv_transpose2d forward + backward
+(input, weight and bias gradients) on the CPU for the shapes given on the command line, with the
+same thread count, warmup and iteration count, and prints one JSON object on stdout:
+
+  {"torch": VERSION, "threads": N, "mkldnn": BOOL, "results": [{"median_ms": .., "fwd_ms": ..}, ...]}
+
+Each shape is "OP:n,c,h,w,k,r,s,stride,pad,dil,output_pad" with OP conv2d (weight (k, c, r, s)) or
+conv_transpose2d (weight (c, k, r, s): c inputs, k outputs). Run it with /usr/bin/python3 (Debian's
+python3-torch).
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--warmup", type=int, required=True)
+    parser.add_argument("--iters", type=int, required=True)
+    parser.add_argument("shapes", nargs="+")
+    args = parser.parse_args()
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as e:
+        print(json.dumps({"error": f"cannot import torch: {e}"}))
+        return 1
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = []
+    for spec in args.shapes:
+        op, nums = spec.split(":")
+        n, c, h, w, k, r, s, stride, pad, dil, opad = (int(v) for v in nums.split(","))
+        x = torch.randn(n, c, h, w, requires_grad=True)
+        if op == "conv2d":
+            weight = torch.randn(k, c, r, s, requires_grad=True)
+            fn = lambda: F.conv2d(x, weight, bias, stride, pad, dil)
+        else:
+            weight = torch.randn(c, k, r, s, requires_grad=True)
+            fn = lambda: F.conv_transpose2d(x, weight, bias, stride, pad, opad, 1, dil)
+        bias = torch.randn(k, requires_grad=True)
+        with torch.no_grad():
+            gy = torch.randn(fn().shape)
+
+        def step():
+            x.grad = weight.grad = bias.grad = None
+            fn().backward(gy)
+
+        for _ in range(args.warmup):
+            step()
+        times = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+        fwd = []
+        with torch.no_grad():
+            for _ in range(args.iters):
+                t0 = time.perf_counter()
+                fn()
+                fwd.append((time.perf_counter() - t0) * 1e3)
+        results.append({"median_ms": statistics.median(times), "fwd_ms": statistics.median(fwd)})
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "mkldnn": torch.backends.mkldnn.is_available(), "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
