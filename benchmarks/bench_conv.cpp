@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -274,6 +275,10 @@ int main(int argc, char** argv) {
       "step = forward + backward (input, weight, bias gradients) through autograd; GFLOP/s = "
       "3 x forward FLOPs / step time;\nfwd = forward without grad; kern = the step's four "
       "kernel calls alone, on preallocated buffers (ours only)\n\n");
+  if (const char* core = std::getenv("OPENBLAS_CORETYPE")) {
+    std::printf("note: OPENBLAS_CORETYPE=%s is set: OpenBLAS uses that core's kernels, not the best for "
+                "this processor (unset it to compare at full speed)\n\n", core);
+  }
   std::fflush(stdout);
 
   // Shape by shape, ours then the peer's, so that a change in the machine's speed during the run

@@ -44,8 +44,13 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
             "backward: gradient ", g.str(), " does not match its leaf (", dtype_name(leaf_->dtype),
             " ", shape_str(leaf_->sizes), ")");
   if (!leaf_->grad.defined()) {
-    // A fresh copy: the incoming gradient may share storage with other gradients.
-    leaf_->grad = g.detach().clone();
+    // Take the incoming gradient over when nothing else can see it (only the engine's buffer
+    // holds it and it owns its whole storage); otherwise copy, since it may share storage with
+    // other gradients or be a broadcast view.
+    const bool sole_owner = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 &&
+                            g.is_contiguous() && g.offset() == 0 && !g.requires_grad() &&
+                            static_cast<size_t>(g.numel()) * dtype_size(g.dtype()) == g.storage()->nbytes();
+    leaf_->grad = sole_owner ? g : g.detach().clone();
   } else {
     leaf_->grad.add_(g);
   }

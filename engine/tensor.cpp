@@ -42,9 +42,10 @@ Shape contiguous_strides(const Shape& shape) {
 }
 
 int wrap_dim(int d, int ndim, const char* what) {
-  int wrapped = d < 0 ? d + ndim : d;
-  SEG_CHECK(wrapped >= 0 && wrapped < std::max(ndim, 1) && (ndim > 0 || wrapped == 0), what,
-            ": dim ", d, " out of range for a tensor of ", ndim, " dims");
+  const int n = std::max(ndim, 1);  // a scalar accepts dims 0 and -1, as in PyTorch
+  const int wrapped = d < 0 ? d + n : d;
+  SEG_CHECK(wrapped >= 0 && wrapped < n, what, ": dim ", d, " out of range for a tensor of ", ndim,
+            " dims");
   return wrapped;
 }
 

@@ -5,7 +5,7 @@
 # when nvcc is found (see the README).
 set -euo pipefail
 
-packages=(cmake make g++ ccache pkg-config libopenblas-dev nlohmann-json3-dev libstb-dev doctest-dev)
+packages=(cmake make g++ ccache pkg-config libopenblas-dev libopenblas-openmp-dev nlohmann-json3-dev libstb-dev doctest-dev)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(python3 python3-numpy python3-torch)
 elif [[ $# -gt 0 ]]; then

@@ -258,3 +258,25 @@ TEST_CASE("pad2d and cat: values and errors") {
                        Error);
   CHECK_THROWS_WITH_AS(pad2d(x, {1, 2}), "pad2d: expected 4 pads {left, right, top, bottom}, got 2", Error);
 }
+
+TEST_CASE("the caching host allocator reuses large blocks and keeps statistics") {
+  CachingHostAllocator a;
+  const size_t big = 3 * (size_t{1} << 20) + 123;
+  CHECK(CachingHostAllocator::block_size(big) == 3.5 * (1 << 20));  // classes 2^k * {1, 1.25, 1.5, 1.75}
+  CHECK(CachingHostAllocator::block_size(100) == 128);
+  void* p = a.allocate(big);
+  CHECK(reinterpret_cast<uintptr_t>(p) % 64 == 0);
+  CHECK(a.stats().allocated == big);
+  a.deallocate(p, big);
+  CHECK(a.stats().allocated == 0);
+  CHECK(a.stats().reserved == CachingHostAllocator::block_size(big));
+  void* q = a.allocate(big + 1000);  // same size class: the cached block comes back
+  CHECK(q == p);
+  void* r = a.allocate(1000);
+  CHECK(a.stats().peak_allocated == big + 2000);
+  a.deallocate(q, big + 1000);
+  a.deallocate(r, 1000);
+  a.empty_cache();
+  CHECK(a.stats().reserved == 0);
+  CHECK(a.stats().allocated == 0);
+}

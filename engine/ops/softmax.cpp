@@ -13,7 +13,7 @@ Tensor softmax_impl(const Tensor& x, int dim, bool log) {
   const char* name = op_info(id).name.data();
   check_floating(x, name, "input");
   // A 0-d tensor takes dim 0 or -1 (PyTorch); its softmax is 1 and its log_softmax 0.
-  const int d = x.dim() == 0 && dim == -1 ? 0 : wrap_dim(dim, x.dim(), name);
+  const int d = wrap_dim(dim, x.dim(), name);
   SoftmaxShape shape;
   if (x.dim() > 0) {
     for (int i = 0; i < d; ++i) shape.outer *= x.size(i);
