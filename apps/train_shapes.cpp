@@ -22,7 +22,7 @@ using namespace seg;
 namespace {
 
 struct Args {
-  int64_t steps = 200;
+  int64_t steps = 400;
   int64_t batch = 8;
   int64_t size = 48;
   int64_t width = 16;

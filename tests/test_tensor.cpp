@@ -280,3 +280,14 @@ TEST_CASE("the caching host allocator reuses large blocks and keeps statistics")
   CHECK(a.stats().reserved == 0);
   CHECK(a.stats().allocated == 0);
 }
+
+TEST_CASE("a binary built with or without CUDA runs on a machine without a GPU") {
+  const int gpus = cuda_device_count();  // 0 without a GPU or without the CUDA backend, never a crash
+  CHECK(gpus >= 0);
+  CHECK(parse_device("cuda:1") == Device::cuda(1));
+  CHECK_THROWS_WITH_AS(parse_device("gpu"), "invalid device 'gpu' (expected cpu, cuda or cuda:N)", Error);
+  if (gpus == 0) {
+    CHECK_THROWS_AS(zeros({2}).to(Device::cuda(0)), Error);
+    CHECK_THROWS_AS(zeros({2}, DType::f32, Device::cuda(0)), Error);
+  }
+}

@@ -95,7 +95,10 @@ OptimHyper to_hyper(const RMSpropOptions& o) {
   return h;
 }
 
-OptimHyper to_hyper(const AdamOptions& o) {
+namespace {
+// Adam and AdamW share their options; only the meaning of weight_decay differs (the kernel's kind).
+template <class Options>
+OptimHyper adam_hyper(const Options& o) {
   OptimHyper h;
   h.lr = o.lr;
   h.beta1 = o.beta1;
@@ -106,18 +109,10 @@ OptimHyper to_hyper(const AdamOptions& o) {
   h.maximize = o.maximize;
   return h;
 }
+}  // namespace
 
-OptimHyper to_hyper(const AdamWOptions& o) {
-  OptimHyper h;
-  h.lr = o.lr;
-  h.beta1 = o.beta1;
-  h.beta2 = o.beta2;
-  h.eps = o.eps;
-  h.weight_decay = o.weight_decay;
-  h.amsgrad = o.amsgrad;
-  h.maximize = o.maximize;
-  return h;
-}
+OptimHyper to_hyper(const AdamOptions& o) { return adam_hyper(o); }
+OptimHyper to_hyper(const AdamWOptions& o) { return adam_hyper(o); }
 
 // PyTorch's checks (torch.optim.*.__init__), plus finiteness; `!(x >= 0)` also rejects NaN.
 void Optimizer::check_options(const OptimHyper& h, size_t g) const {
