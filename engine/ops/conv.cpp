@@ -49,6 +49,17 @@ void check_bias(const char* op, const Tensor& bias, int64_t channels, const Tens
             " does not match weight ", shape_str(weight.sizes()), ": expected (", channels, ")");
 }
 
+// Stride, padding and dilation of conv2d's or conv_transpose2d's options into the kernel shape.
+template <class Options>
+void copy_geometry(const Options& o, Conv2dShape& s) {
+  s.stride_h = o.stride_h;
+  s.stride_w = o.stride_w;
+  s.pad_h = o.pad_h;
+  s.pad_w = o.pad_w;
+  s.dil_h = o.dil_h;
+  s.dil_w = o.dil_w;
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& o) {
@@ -66,12 +77,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   s.k = weight.size(0);
   s.r = weight.size(2);
   s.s = weight.size(3);
-  s.stride_h = o.stride_h;
-  s.stride_w = o.stride_w;
-  s.pad_h = o.pad_h;
-  s.pad_w = o.pad_w;
-  s.dil_h = o.dil_h;
-  s.dil_w = o.dil_w;
+  copy_geometry(o, s);
   const int64_t extent_h = s.dil_h * (s.r - 1) + 1, extent_w = s.dil_w * (s.s - 1) + 1;
   SEG_CHECK(s.h + 2 * s.pad_h >= extent_h && s.w + 2 * s.pad_w >= extent_w, "conv2d: input ",
             shape_str(x.sizes()), " with padding ", pair_str(s.pad_h, s.pad_w),
@@ -138,12 +144,7 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   s.c = weight.size(1);
   s.r = weight.size(2);
   s.s = weight.size(3);
-  s.stride_h = o.stride_h;
-  s.stride_w = o.stride_w;
-  s.pad_h = o.pad_h;
-  s.pad_w = o.pad_w;
-  s.dil_h = o.dil_h;
-  s.dil_w = o.dil_w;
+  copy_geometry(o, s);
   s.h = (s.p - 1) * s.stride_h - 2 * s.pad_h + s.dil_h * (s.r - 1) + o.output_pad_h + 1;
   s.w = (s.q - 1) * s.stride_w - 2 * s.pad_w + s.dil_w * (s.s - 1) + o.output_pad_w + 1;
   SEG_CHECK(s.p >= 1 && s.q >= 1 && s.h >= 1 && s.w >= 1, "conv_transpose2d: input ",
