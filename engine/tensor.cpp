@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "engine/autograd.h"
+#include "engine/device_context.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common/half.h"
@@ -56,10 +57,11 @@ static void check_shape(const Shape& shape, const char* what) {
 }
 
 static Allocator& allocator_for(Device device) {
-  SEG_CHECK(device.is_cpu(), "cannot allocate on ", device.str(),
-            cuda_built() ? ": the CUDA device runtime is not available in this build yet"
-                         : ": this binary was built without CUDA");
-  return cpu_allocator();
+  if (device.is_cpu()) return cpu_allocator();
+  SEG_CHECK(cuda_built(), "cannot allocate on ", device.str(), ": this binary was built without CUDA");
+  SEG_CHECK(device.context != nullptr, "cannot allocate on ", device.str(),
+            ": the device has no context; create a seg::cuda::CudaContext and use its device()");
+  return device.context->allocator();
 }
 
 static Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset) {
@@ -86,9 +88,11 @@ View view_of(const Tensor& t) {
 }
 
 ExecContext exec_context(const Tensor& t) {
+  const Device d = t.device();
   ExecContext ctx;
-  ctx.device = t.device().type;
-  ctx.device_index = t.device().index;
+  ctx.device = d.type;
+  ctx.device_index = d.index;
+  ctx.device_state = d.context ? d.context->kernel_state() : nullptr;
   return ctx;
 }
 
@@ -402,12 +406,37 @@ Tensor Tensor::to(DType dt) const {
   return copy_as(*this, dt, "to");
 }
 
+// Moves the bytes of `src` (any layout) into a new contiguous tensor on `dev`.
+static Tensor transfer(const Tensor& src, Device dev) {
+  Tensor s = src.detach().contiguous();  // on the source device
+  Tensor out = empty(s.sizes(), s.dtype(), dev);
+  const size_t bytes = static_cast<size_t>(s.numel()) * dtype_size(s.dtype());
+  const Device from = s.device();
+  if (from.is_cpu()) {
+    dev.context->copy_from_host(out.data_ptr(), s.data_ptr(), bytes);
+  } else if (dev.is_cpu()) {
+    from.context->copy_to_host(out.data_ptr(), s.data_ptr(), bytes);
+  } else {
+    from.context->synchronize();  // the source's queued writes land before the other device reads
+    dev.context->copy_device(out.data_ptr(), s.data_ptr(), bytes);
+  }
+  return out;
+}
+
 Tensor Tensor::to(Device dev) const {
   if (dev == device()) return *this;
-  SEG_CHECK(false, "to: cannot move ", str(), " to ", dev.str(),
-            cuda_built() ? ": the CUDA device runtime is not available in this build yet"
-                         : ": this binary was built without CUDA");
-  return *this;
+  if (dev.is_cuda()) {
+    SEG_CHECK(cuda_built(), "to: cannot move ", str(), " to ", dev.str(), ": this binary was built without CUDA");
+    SEG_CHECK(dev.context != nullptr, "to: cannot move ", str(), " to ", dev.str(),
+              ": the device has no context; create a seg::cuda::CudaContext and use its device()");
+  }
+  Tensor out = transfer(*this, dev);
+  Device from = device();
+  record("ToDeviceBackward", {*this}, {&out},
+         [from](const std::vector<Tensor>& g, const std::vector<bool>&) {
+           return std::vector<Tensor>{g[0].to(from)};
+         });
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,9 +484,8 @@ Tensor& Tensor::fill_(double value) {
 }
 
 Tensor& Tensor::copy_(const Tensor& src) {
-  SEG_CHECK(src.device() == device(), "copy_: source on ", src.device().str(), ", destination on ",
-            device().str());
-  Tensor s = src.sizes() == sizes() ? src.detach() : src.detach().expand(sizes());
+  Tensor moved = src.device() == device() ? src.detach() : transfer(src, device());
+  Tensor s = moved.sizes() == sizes() ? moved : moved.expand(sizes());
   kernels_for<OpId::copy>(device()).copy(exec_context(*this), view_of(s), view_of(*this));
   bump_version();
   return *this;
