@@ -70,6 +70,14 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x (..., in) @ weight (out, in)^T + bias (out).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
+// ASPP's 1x1 projection of the concatenation [branches..., pooled broadcast over h, w] without
+// materialising it (engine/ops/aspp.cpp): branches (n, b_i, h, w), pooled (n, p) or (n, p, 1, 1)
+// (the image-pooling branch, spatially constant; may be undefined: no pooled branch), weight
+// (k, sum b_i + p) or (k, sum b_i + p, 1, 1). The pooled branch's share of the projection is a
+// per-(image, channel) bias. Returns (n, k, h, w), equal to conv2d(cat({branches..., pooled
+// expanded}, 1), weight) with no bias.
+Tensor aspp_projection(const std::vector<Tensor>& branches, const Tensor& pooled, const Tensor& weight);
+
 // ---- convolution (engine/ops/conv.cpp) ----
 struct Conv2dOptions {
   int64_t stride_h = 1, stride_w = 1;
@@ -148,5 +156,16 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction =
 Tensor triplet_margin_loss(const Tensor& anchor, const Tensor& positive, const Tensor& negative,
                            double margin = 1.0, int p = 2, double eps = 1e-6,
                            Reduction reduction = Reduction::mean);
+
+// ---- metrics (engine/ops/metrics.cpp) ----
+// Adds to `confusion` ((c, c) i64, row = ground truth, column = prediction, on logits' device) the
+// pixels of one batch: prediction = argmax over classes of logits (n, c, h, w), bilinearly
+// upsampled on the fly to the labels' size (n, label_h, label_w) when it differs. ignore_index pixels
+// are skipped; other labels outside [0, c) are an error naming the value. Not differentiable.
+void accumulate_confusion(Tensor& confusion, const Tensor& logits, const Tensor& labels,
+                          int64_t ignore_index = 255, bool align_corners = false);
+// A fresh (c, c) i64 confusion matrix of one batch.
+Tensor confusion_matrix(const Tensor& logits, const Tensor& labels, int64_t ignore_index = 255,
+                        bool align_corners = false);
 
 }  // namespace seg

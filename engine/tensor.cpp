@@ -551,12 +551,13 @@ double Tensor::item() const {
 // ---------------------------------------------------------------------------------------------
 // factories
 
-Tensor empty(const Shape& shape, DType dtype, Device device) {
+Tensor empty(const Shape& shape, DType dtype, Device device) { return empty(shape, dtype, allocator_for(device)); }
+
+Tensor empty(const Shape& shape, DType dtype, Allocator& allocator) {
   check_shape(shape, "empty");
   auto impl = std::make_shared<TensorImpl>();
   int64_t n = shape_numel(shape);
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype),
-                                            allocator_for(device));
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype), allocator);
   impl->sizes = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

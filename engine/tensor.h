@@ -126,6 +126,9 @@ struct TensorImpl {
 
 // --- factories ---
 Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
+// A tensor whose storage comes from `allocator` (e.g. a context's pinned host memory for loading);
+// its device is the allocator's.
+Tensor empty(const Shape& shape, DType dtype, Allocator& allocator);
 Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
 Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
 Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = Device::cpu());

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/common/philox.h"
 #include "kernels/common/types.h"
 
 namespace seg {
@@ -34,6 +35,81 @@ struct RandomKernels {
   void (*fill)(const ExecContext& ctx, const View& out, RandomKind kind, double a, double b,
                uint64_t seed, uint64_t call);
 };
+
+// ---- values both backends store ----
+//
+// The CPU kernels write `a + b * c` and GCC (fp-contract=fast, its default for C++, with the FMA of
+// x86-64-v3) compiles that to one fused multiply-add; the helpers below spell the fma out, so the
+// CUDA kernels (and a CPU build without FMA, should one adopt them) store the same bits.
+
+// x * y + z rounded once.
+template <class T>
+SEG_HD T fma_once(T x, T y, T z) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 4)
+    return __fmaf_rn(x, y, z);
+  else
+    return __fma_rn(x, y, z);
+#else
+  return std::fma(x, y, z);
+#endif
+}
+
+// arange: element i = start + i * step, in f64 (then converted to the output's dtype).
+SEG_HD double arange_value(double start, double step, int64_t i) {
+  return fma_once(static_cast<double>(i), step, start);
+}
+
+// random fills. f32, bf16 and f16 outputs are computed in f32 from 32-bit draws (then rounded to
+// the 16-bit formats); f64 outputs in f64, except bernoulli, which compares an f32 draw.
+SEG_HD float random_uniform_f32(double low, double high, float unit) {
+  return fma_once(static_cast<float>(high - low), unit, static_cast<float>(low));
+}
+SEG_HD float random_normal_f32(double mean, double std, float z) {
+  return fma_once(static_cast<float>(std), z, static_cast<float>(mean));
+}
+SEG_HD float random_bernoulli_f32(double p, float unit) {
+  return unit < static_cast<float>(p) ? 1.0f : 0.0f;
+}
+SEG_HD double random_uniform_f64(double low, double high, double unit) {
+  return fma_once(high - low, unit, low);
+}
+SEG_HD double random_normal_f64(double mean, double std, double z) { return fma_once(std, z, mean); }
+
+// Elements 4g .. 4g+3 of a fill from 32-bit draws (uniform, normal or bernoulli), as f32: exactly
+// what philox_{uniform,normal}_f32 give element by element (kernels/common/philox.h), from one
+// Philox block instead of four. A GPU thread computes one group.
+SEG_HD void random_group_f32(RandomKind kind, double a, double b, uint64_t seed, uint64_t call,
+                             uint64_t group, float (&out)[4]) {
+  const Philox4 r = philox4x32_10(seed, group, call);
+  switch (kind) {
+    case RandomKind::uniform:
+      for (int l = 0; l < 4; ++l) out[l] = random_uniform_f32(a, b, u32_to_unit_f32(r.v[l]));
+      break;
+    case RandomKind::bernoulli:
+      for (int l = 0; l < 4; ++l) out[l] = random_bernoulli_f32(a, u32_to_unit_f32(r.v[l]));
+      break;
+    case RandomKind::normal:
+      for (int pair = 0; pair < 4; pair += 2) {
+        // Box-Muller as in philox_normal_f32: lanes (pair, pair + 1) give cos and sin.
+        const double u1 = static_cast<double>(u32_to_open_unit_f32(r.v[pair]));
+        const double u2 = static_cast<double>(u32_to_unit_f32(r.v[pair + 1]));
+        const double radius = std::sqrt(-2.0 * std::log(u1));
+        const double angle = 6.283185307179586476925 * u2;
+        out[pair] = random_normal_f32(a, b, static_cast<float>(radius * std::cos(angle)));
+        out[pair + 1] = random_normal_f32(a, b, static_cast<float>(radius * std::sin(angle)));
+      }
+      break;
+  }
+}
+
+// Elements 2g and 2g+1 of an f64 uniform fill (philox_uniform_f64: lanes (0,1) and (2,3) of block g).
+SEG_HD void random_group_uniform_f64(double low, double high, uint64_t seed, uint64_t call,
+                                     uint64_t group, double (&out)[2]) {
+  const Philox4 r = philox4x32_10(seed, group, call);
+  out[0] = random_uniform_f64(low, high, u32x2_to_unit_f64(r.v[0], r.v[1]));
+  out[1] = random_uniform_f64(low, high, u32x2_to_unit_f64(r.v[2], r.v[3]));
+}
 
 // Elementwise functions of one tensor; `alpha` is the scalar of the scalar ops.
 enum class UnaryOp : uint8_t {

@@ -1,8 +1,11 @@
 // Kernel interface of matrix multiplication (linear layers, matmul).
 //
-// One strided-batched GEMM covers every product the front-ends need: the CPU backend loops over the
-// batch with OpenBLAS sgemm/dgemm, the CUDA backend will map it onto cublasGemmStridedBatchedEx.
-// Transposes are flags, never copies: a (out, in) weight is used as its own transpose.
+// One strided-batched GEMM covers every product the front-ends need (matmul, linear and the fused
+// ASPP projection): the CPU backend loops over the batch with OpenBLAS sgemm/dgemm, the CUDA backend
+// maps it onto one cublasGemmStridedBatchedEx_64 call (kernels/cuda/gemm.cpp; TF32 for f32 when the
+// context allows it). Transposes are flags, never copies: a (out, in) weight is used as its own
+// transpose, and an operand inside a larger matrix is passed as an offset pointer with that
+// matrix's leading dimension.
 #pragma once
 
 #include <cstdint>

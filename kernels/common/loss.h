@@ -7,6 +7,9 @@
 //   distances per sample; the backward recomputes the differences instead of saving (n, d) buffers.
 // - The hinge test of the backward uses the saved (storage-dtype) distances, and so does the loss
 //   of the forward, so both directions agree on which samples are active even at the border.
+// - Both backends accumulate the norms and compute the gradient terms in f64 (the CUDA kernels with
+//   a warp or a block per sample and fixed-order reductions), so their stored distances, and hence
+//   the active samples, agree.
 // - As PyTorch (clamp_min), the gradient passes where the hinge argument is >= 0; the L2 norm has a
 //   zero gradient at a zero distance and |t| has gradient sign(t) (0 at 0).
 #pragma once

@@ -1,7 +1,10 @@
 // Kernel interface of 2-D batch normalisation over (N, C, H*W).
 //
 // Statistics are per channel over N * H*W values, accumulated in f64 for every dtype (two passes:
-// mean, then the sum of squared deviations), so a large common offset costs no precision. x, y, gy and
+// mean, then the sum of squared deviations), so a large common offset costs no precision. (The CUDA
+// backend's cuDNN paths accumulate as cuDNN does, in f32 for f32 data: they agree with the CPU within
+// the parity tolerance for data whose |mean| is not orders of magnitude above its spread; its own
+// kernels, used beyond cuDNN's 2^31-element limit, follow the CPU's arithmetic.) x, y, gy and
 // gx are contiguous; weight, bias, save_mean and save_invstd are contiguous (c) vectors of x's dtype;
 // running_mean/running_var are (c) vectors of x's dtype with any stride (they are updated in place).
 #pragma once

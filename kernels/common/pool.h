@@ -43,6 +43,19 @@ SEG_HD PoolWindow pool_window(int64_t o, int64_t in, int64_t kernel, int64_t str
   return PoolWindow{begin, end};
 }
 
+// The inverse of pool_window: the outputs [begin, end) whose windows contain input row `i` (used by
+// the gather backward of the CUDA kernels). Window o covers [o * stride - pad, o * stride - pad +
+// kernel), so it contains i when (i + pad - kernel) / stride < o <= (i + pad) / stride.
+// I is the index type (int32_t where the caller knows the values fit: cheaper divisions on a GPU).
+template <class I>
+SEG_HD PoolWindow pool_windows_containing(I i, I out, I kernel, I stride, I pad) {
+  const I below = i + pad - kernel;  // o * stride must exceed this
+  const I begin = below < 0 ? I(0) : below / stride + 1;
+  I end = (i + pad) / stride + 1;
+  if (end > out) end = out;
+  return PoolWindow{begin, end};
+}
+
 // Max-pool comparison, PyTorch's: a larger value or any NaN replaces the current winner. Ties keep
 // the first maximum; NaN propagates (the last NaN of a window is the winner).
 template <class T>
@@ -56,7 +69,8 @@ struct MaxPool2dKernels {
   void (*forward)(const ExecContext& ctx, const Pool2dShape& shape, const View& x, const View& y,
                   const View& indices);
   // gx (written, zeroed first) gets gy at each window's winner, summed where windows overlap.
-  // Deterministic: each (n, c) plane is summed in a fixed order by one thread.
+  // Deterministic: every element of gx sums its windows in increasing output order (the CPU gives
+  // each (n, c) plane to one thread; the CUDA kernel gathers per input element, no atomics).
   void (*backward)(const ExecContext& ctx, const Pool2dShape& shape, const View& gy,
                    const View& indices, const View& gx);
 };
@@ -67,12 +81,18 @@ SEG_HD int64_t adaptive_end(int64_t i, int64_t in, int64_t out) {
   return ((i + 1) * in + out - 1) / out;
 }
 
+// The inverse of the adaptive bins: the output cells [begin, end) whose bins contain input index i,
+// [floor(i * out / in), ceil((i + 1) * out / in)) (the forward formula with in and out swapped).
+SEG_HD PoolWindow adaptive_bins_containing(int64_t i, int64_t in, int64_t out) {
+  return PoolWindow{adaptive_start(i, out, in), adaptive_end(i, out, in)};
+}
+
 struct AdaptiveAvgPool2dKernels {
   // x (n, c, h, w) -> y (n, c, p, q), average over each bin (kernel/stride/pad fields unused).
   // Contiguous.
   void (*forward)(const ExecContext& ctx, const Pool2dShape& shape, const View& x, const View& y);
   // gx (written) from gy: each bin's gradient divided evenly over its cells, summed where bins
-  // overlap (output larger than input). Deterministic.
+  // overlap (output larger than input), in increasing output order. Deterministic.
   void (*backward)(const ExecContext& ctx, const Pool2dShape& shape, const View& gy, const View& gx);
 };
 

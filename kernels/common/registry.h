@@ -18,6 +18,7 @@
 #include "kernels/common/elementwise.h"
 #include "kernels/common/gemm.h"
 #include "kernels/common/loss.h"
+#include "kernels/common/metrics.h"
 #include "kernels/common/norm.h"
 #include "kernels/common/optim.h"
 #include "kernels/common/pool.h"
@@ -72,6 +73,7 @@ struct NoKernels {};
   X(max_pool2d,          MaxPool2dKernels,         true)       \
   X(adaptive_avg_pool2d, AdaptiveAvgPool2dKernels, true)       \
   X(upsample_bilinear2d, UpsampleBilinearKernels,  true)       \
+  X(aspp_projection,     GemmKernels,              true)       \
   X(pad2d,               NoKernels,                true)       \
   X(cat,                 NoKernels,                true)       \
   X(dropout,             NoKernels,                true)       \
@@ -82,6 +84,8 @@ struct NoKernels {};
   X(l1_loss,             NoKernels,                true)       \
   X(mse_loss,            NoKernels,                true)       \
   X(triplet_margin_loss, TripletKernels,           true)       \
+  /* metrics */                                                \
+  X(confusion_matrix,    ConfusionKernels,         false)      \
   /* optimiser updates */                                      \
   X(optimizer_step,      OptimKernels,             false)
 // clang-format on

@@ -105,6 +105,7 @@ const GemmKernels kGemmKernels{gemm};
 void register_gemm_kernels(KernelRegistry& r) {
   r.set<OpId::matmul>(DeviceType::cpu, &kGemmKernels);
   r.set<OpId::linear>(DeviceType::cpu, &kGemmKernels);
+  r.set<OpId::aspp_projection>(DeviceType::cpu, &kGemmKernels);
 }
 
 }  // namespace seg::cpu

@@ -12,6 +12,7 @@ void register_upsample_kernels(KernelRegistry& r);     // upsample.cpp
 void register_softmax_kernels(KernelRegistry& r);      // softmax.cpp (softmax, cross entropy)
 void register_loss_kernels(KernelRegistry& r);         // loss.cpp (triplet)
 void register_optim_kernels(KernelRegistry& r);        // optim.cpp
+void register_metrics_kernels(KernelRegistry& r);      // metrics.cpp (confusion matrix)
 }  // namespace cpu
 
 void register_cpu_kernels(KernelRegistry& r) {
@@ -24,6 +25,7 @@ void register_cpu_kernels(KernelRegistry& r) {
   cpu::register_softmax_kernels(r);
   cpu::register_loss_kernels(r);
   cpu::register_optim_kernels(r);
+  cpu::register_metrics_kernels(r);
 }
 
 }  // namespace seg

@@ -23,6 +23,128 @@ GradCase binary_case(const std::string& op, const Shape& a, const Shape& b,
                   [f](const std::vector<Tensor>& x) { return f(x[0], x[1]); }};
 }
 
+// Parity-only cases (CUDA vs CPU, never finite differences): shapes that span many thread blocks
+// and are not multiples of block or vector sizes, broadcasts of every kind, strided inputs, and
+// reductions of each layout the CUDA sum kernel distinguishes (inner / outer, warp / block teams,
+// split reductions).
+GradCase parity_case(const std::string& op, const std::string& name, std::function<std::vector<Tensor>(Generator&)> in,
+                     std::function<Tensor(const std::vector<Tensor>&)> fn) {
+  GradCase c{op, name + " [parity]", std::move(in), std::move(fn)};
+  c.parity_only = true;
+  return c;
+}
+
+const Shape kOdd = {3, 37, 61, 53};  // 358,653 elements: 1401 blocks of 256, rows of 53 and 3233
+
+void add_elementwise_parity_cases(std::vector<GradCase>& cases) {
+  struct Unary {
+    std::string op;
+    std::function<Tensor(const Tensor&)> f;
+    double low, high;
+  };
+  const std::vector<Unary> unaries = {
+      {"neg", [](const Tensor& x) { return neg(x); }, -2.0, 2.0},
+      {"relu", [](const Tensor& x) { return relu(x); }, -2.0, 2.0},
+      {"abs", [](const Tensor& x) { return abs(x); }, -2.0, 2.0},
+      {"exp", [](const Tensor& x) { return exp(x); }, -2.0, 2.0},
+      {"log", [](const Tensor& x) { return log(x); }, 0.2, 3.0},
+      {"sqrt", [](const Tensor& x) { return sqrt(x); }, 0.2, 3.0},
+      {"tanh", [](const Tensor& x) { return tanh(x); }, -2.0, 2.0},
+      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }, -4.0, 4.0},
+      {"add_scalar", [](const Tensor& x) { return add_scalar(x, 1.5); }, -2.0, 2.0},
+      {"mul_scalar", [](const Tensor& x) { return mul_scalar(x, -0.7); }, -2.0, 2.0},
+      {"pow_scalar", [](const Tensor& x) { return pow_scalar(x, 2.5); }, 0.2, 3.0},
+      {"rsub_scalar", [](const Tensor& x) { return rsub_scalar(2.0, x); }, -2.0, 2.0},
+  };
+  for (const Unary& u : unaries) {
+    const double low = u.low, high = u.high;
+    cases.push_back(parity_case(
+        u.op, u.op + " " + shape_str(kOdd),
+        [low, high](Generator& g) { return std::vector<Tensor>{uniform64(kOdd, g, low, high)}; },
+        [f = u.f](const std::vector<Tensor>& x) { return f(x[0]); }));
+  }
+  // A strided input (the front-end makes it contiguous), and an odd length below the vector width.
+  cases.push_back(parity_case(
+      "relu", "relu of a transposed (3,53,61,37) view",
+      [](Generator& g) { return std::vector<Tensor>{randn64({3, 53, 61, 37}, g)}; },
+      [](const std::vector<Tensor>& x) { return relu(x[0].transpose(1, 3)); }));
+  cases.push_back(parity_case(
+      "sigmoid", "sigmoid (7)", [](Generator& g) { return std::vector<Tensor>{randn64({7}, g)}; },
+      [](const std::vector<Tensor>& x) { return sigmoid(x[0]); }));
+
+  struct Binary {
+    std::string op;
+    std::function<Tensor(const Tensor&, const Tensor&)> f;
+    bool positive_b;
+  };
+  const std::vector<Binary> binaries = {
+      {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }, false},
+      {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }, false},
+      {"mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }, false},
+      {"div", [](const Tensor& a, const Tensor& b) { return div(a, b); }, true},
+  };
+  const std::vector<std::pair<Shape, Shape>> shapes = {
+      {kOdd, kOdd},                    // contiguous, odd length
+      {kOdd, {1, 37, 1, 1}},           // per-channel bias: broadcast rows of 3233
+      {{3, 37, 61, 52}, {52}},         // broadcast inner rows, vector path
+      {{37, 1, 53}, {3, 1, 61, 1}},    // both operands broadcast
+      {kOdd, {}},                      // a scalar
+      {{1, 37, 61, 1}, {3, 37, 61, 53}},
+  };
+  for (const Binary& op : binaries) {
+    for (const auto& [a, b] : shapes) {
+      const bool positive_b = op.positive_b;
+      cases.push_back(parity_case(
+          op.op, op.op + " " + shape_str(a) + " with " + shape_str(b),
+          [a = a, b = b, positive_b](Generator& g) {
+            return std::vector<Tensor>{randn64(a, g), positive_b ? uniform64(b, g, 0.5, 2.0) : randn64(b, g)};
+          },
+          [f = op.f](const std::vector<Tensor>& x) { return f(x[0], x[1]); }));
+    }
+  }
+  // A transposed operand: the general strided path.
+  cases.push_back(parity_case(
+      "mul", "mul of a transposed (3,37,53,61) view with (3,37,61,53)",
+      [](Generator& g) { return std::vector<Tensor>{randn64({3, 37, 53, 61}, g), randn64(kOdd, g)}; },
+      [](const std::vector<Tensor>& x) { return mul(x[0].transpose(2, 3), x[1]); }));
+
+  struct Reduction {
+    Shape shape;
+    std::vector<int> dims;
+    bool keepdim;
+  };
+  const std::vector<Reduction> reductions = {
+      {kOdd, {0, 2, 3}, true},   // bias gradient: inner layout, block teams, split
+      {kOdd, {0}, false},        // outer layout, wide rows
+      {kOdd, {3}, true},         // inner layout, a warp per output
+      {kOdd, {1, 3}, false},     // interleaved kept and reduced dims
+      {kOdd, {}, false},         // everything: one output, split
+      {{5003, 37}, {0}, true},   // (n, d) -> (1, d), d >= 32
+      {{20011, 5}, {0}, false},  // (n, d) -> (1, d), narrow rows
+      {{5, 20011}, {1}, true},   // long inner reductions
+      {{2, 1, 3, 1}, {1, 3}, true},  // only size-1 dims reduced: a copy
+  };
+  for (const Reduction& r : reductions) {
+    std::string dims;
+    for (int d : r.dims) {
+      if (!dims.empty()) dims += ',';
+      dims += std::to_string(d);
+    }
+    cases.push_back(parity_case(
+        "sum", "sum over {" + dims + "} of " + shape_str(r.shape),
+        [shape = r.shape](Generator& g) { return std::vector<Tensor>{randn64(shape, g)}; },
+        [r](const std::vector<Tensor>& x) { return r.dims.empty() ? sum(x[0]) : sum(x[0], r.dims, r.keepdim); }));
+  }
+  cases.push_back(parity_case(
+      "mean", "mean over {0,2,3} of " + shape_str(kOdd),
+      [](Generator& g) { return std::vector<Tensor>{randn64(kOdd, g)}; },
+      [](const std::vector<Tensor>& x) { return mean(x[0], {0, 2, 3}, true); }));
+  cases.push_back(parity_case(
+      "sum", "sum over {0,2} of a permuted (53,3,61,37) view",
+      [](Generator& g) { return std::vector<Tensor>{randn64({53, 3, 61, 37}, g)}; },
+      [](const std::vector<Tensor>& x) { return sum(x[0].permute({1, 3, 2, 0}), {0, 2}); }));
+}
+
 }  // namespace
 
 void add_elementwise_grad_cases(std::vector<GradCase>& cases) {
@@ -67,6 +189,8 @@ void add_elementwise_grad_cases(std::vector<GradCase>& cases) {
   cases.push_back(GradCase{"mean", "mean over dim 1",
                            [](Generator& g) { return std::vector<Tensor>{randn64({3, 4, 5}, g)}; },
                            [](const std::vector<Tensor>& x) { return mean(x[0], {1}); }});
+
+  add_elementwise_parity_cases(cases);
 }
 
 }  // namespace seg::test

@@ -1,10 +1,18 @@
-// Gradient-check cases: matmul, linear, conv2d, conv_transpose2d.
+// Gradient-check cases: matmul, linear, conv2d, conv_transpose2d, aspp_projection.
 //
 // Shapes are small (f64 central differences run the op three times per checked element) but cover
 // every path of the kernels: folded and looped batches, a 2-D operand shared by the batch (its
 // gradient summed by the GEMM), transposed views passed as transpose flags, the 1x1 conv that skips
 // im2col, strides, padding, dilation, non-square kernels, odd sizes, no bias, and transposed
 // convolutions with output_padding (including output_padding >= stride, allowed by dilation).
+// aspp_projection: one to five branches of odd widths, with and without the pooled branch, 2-D and
+// 4-D weights and pooled inputs, batch 1, 1-pixel-wide maps.
+//
+// The parity_only cases (CUDA against the CPU only) use sizes that span many GEMM and convolution
+// tiles and are no multiple of any tile size (odd channel counts, primes), with stride 2, dilation
+// 12 (ASPP's rate at output stride 16), output padding (also >= stride, which the CUDA backend
+// computes through a padded copy), 1x1 and 7x7 kernels, transposed views, shared operands whose
+// gradient the GEMM sums over the batch (folded and looped), and ASPP at DeepLab-like widths.
 #include "engine/ops.h"
 #include "tests/support/gradcheck.h"
 
@@ -52,6 +60,41 @@ GradCase conv_t_case(const std::string& name, const Shape& x, const Shape& w, bo
                                    bias ? randn64({w[1]}, g) : Tensor()};
       },
       [o](const std::vector<Tensor>& v) { return conv_transpose2d(v[0], v[1], v[2], o); }};
+}
+
+// aspp_projection(branches of `widths` over (n, h, w), pooled (n, p) or none when p < 0, weight
+// (k, sum + p) or (k, sum + p, 1, 1)). Inputs: the branches, pooled, weight.
+GradCase aspp_case(const std::string& name, int64_t n, int64_t h, int64_t w,
+                   const std::vector<int64_t>& widths, int64_t p, int64_t k, bool weight4d,
+                   bool pooled4d) {
+  return GradCase{
+      "aspp_projection", name,
+      [=](Generator& g) {
+        std::vector<Tensor> in;
+        int64_t total = 0;
+        for (int64_t b : widths) {
+          in.push_back(randn64({n, b, h, w}, g));
+          total += b;
+        }
+        if (p >= 0) {
+          in.push_back(pooled4d ? randn64({n, p, 1, 1}, g) : randn64({n, p}, g));
+          total += p;
+        } else {
+          in.emplace_back();
+        }
+        in.push_back(weight4d ? randn64({k, total, 1, 1}, g) : randn64({k, total}, g));
+        return in;
+      },
+      [nb = widths.size()](const std::vector<Tensor>& v) {
+        std::vector<Tensor> branches(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(nb));
+        return aspp_projection(branches, v[nb], v[nb + 1]);
+      }};
+}
+
+GradCase parity_only(GradCase c) {
+  c.parity_only = true;
+  c.name = "parity: " + c.name;
+  return c;
 }
 
 }  // namespace
@@ -115,6 +158,67 @@ void add_layer_grad_cases(std::vector<GradCase>& cases) {
                               {1, 2, 3, 4}, {2, 3, 3, 3}, true, TO::make(1, 0, 1, 2)));
   cases.push_back(conv_t_case("conv_transpose2d 1x1 (pointwise) (2,3,3,2) -> 4", {2, 3, 3, 2},
                               {3, 4, 1, 1}, true, TO::make(1, 0)));
+
+  cases.push_back(aspp_case("aspp 2 branches (2,{3,2},4,5) + pooled (2,3) -> 4", 2, 4, 5, {3, 2},
+                            3, 4, false, false));
+  cases.push_back(aspp_case("aspp 1 branch, no pooled, weight (3,5,1,1)", 2, 3, 3, {5}, -1, 3, true,
+                            false));
+  cases.push_back(aspp_case("aspp 4 branches {1,3,2,4} (3,*,3,1) + pooled (3,2,1,1) -> 5", 3, 3, 1,
+                            {1, 3, 2, 4}, 2, 5, true, true));
+  cases.push_back(aspp_case("aspp 5 branches {2,1,3,1,2} batch 1 (1,*,2,3) + pooled (1,4) -> 3", 1,
+                            2, 3, {2, 1, 3, 1, 2}, 4, 3, false, false));
+  cases.push_back(aspp_case("aspp 3 branches 1x1 maps (2,{2,3,1},1,1) + pooled (2,1) -> 2", 2, 1, 1,
+                            {2, 3, 1}, 1, 2, false, false));
+
+  // ---- CUDA parity only: sizes spanning many tiles, no multiple of any tile size ----
+  cases.push_back(parity_only(
+      matmul_case("matmul batched (3,131,67) @ (3,67,129)", {3, 131, 67}, {3, 67, 129}, mm)));
+  cases.push_back(parity_only(matmul_case("matmul (5,70,33) @ shared (33,97) (folded batch)",
+                                          {5, 70, 33}, {33, 97}, mm)));
+  cases.push_back(parity_only(matmul_case("matmul shared (65,77) @ (4,77,130)", {65, 77},
+                                          {4, 77, 130}, mm)));
+  cases.push_back(parity_only(matmul_case(
+      "matmul transposed views (67,131)^T @ (129,67)^T", {67, 131}, {129, 67},
+      [](const Tensor& a, const Tensor& b) { return matmul(a.transpose(0, 1), b.transpose(0, 1)); })));
+  cases.push_back(parity_only(matmul_case(
+      "matmul batched transposed (3,67,45)^T @ shared (67,50) (looped sum)", {3, 67, 45}, {67, 50},
+      [](const Tensor& a, const Tensor& b) { return matmul(a.transpose(1, 2), b); })));
+  cases.push_back(parity_only(linear_case("linear (517,97) -> 130 with bias", {517, 97}, 97, 130, true)));
+  cases.push_back(parity_only(linear_case("linear (3,37,61) -> 45 no bias", {3, 37, 61}, 61, 45, false)));
+  cases.push_back(parity_only(linear_case("linear transposed input (97,301)^T -> 33", {97, 301}, 97,
+                                          33, true, [](const Tensor& x) { return x.transpose(0, 1); })));
+
+  cases.push_back(parity_only(conv_case("conv2d 3x3 pad 1 (3,37,61,53) -> 29", {3, 37, 61, 53},
+                                        {29, 37, 3, 3}, true, CO::make(1, 1))));
+  cases.push_back(parity_only(conv_case("conv2d 3x3 stride 2 pad 1 (2,19,45,47) -> 23", {2, 19, 45, 47},
+                                        {23, 19, 3, 3}, true, CO::make(2, 1))));
+  cases.push_back(parity_only(conv_case("conv2d 3x3 dilation 12 pad 12 (2,13,37,41) -> 17",
+                                        {2, 13, 37, 41}, {17, 13, 3, 3}, true, CO::make(1, 12, 12))));
+  cases.push_back(parity_only(conv_case("conv2d 1x1 (3,67,33,29) -> 45, no bias", {3, 67, 33, 29},
+                                        {45, 67, 1, 1}, false, CO::make(1, 0))));
+  cases.push_back(parity_only(conv_case("conv2d 7x7 stride 2 pad 3 stem (2,3,67,71) -> 16",
+                                        {2, 3, 67, 71}, {16, 3, 7, 7}, true, CO::make(2, 3))));
+  cases.push_back(parity_only(conv_case("conv2d 3x5 stride (2,1) pad (1,2) dilation (1,3) (2,11,29,37) -> 7",
+                                        {2, 11, 29, 37}, {7, 11, 3, 5}, true, CO{2, 1, 1, 2, 1, 3})));
+
+  cases.push_back(parity_only(conv_t_case("conv_transpose2d 2x2 stride 2 (UNet up) (2,37,23,19) -> 29",
+                                          {2, 37, 23, 19}, {37, 29, 2, 2}, true, TO::make(2, 0))));
+  cases.push_back(parity_only(conv_t_case(
+      "conv_transpose2d 3x3 stride 2 pad 1 output_pad 1 (2,21,17,19) -> 13", {2, 21, 17, 19},
+      {21, 13, 3, 3}, true, TO::make(2, 1, 1))));
+  cases.push_back(parity_only(conv_t_case(
+      "conv_transpose2d 3x3 stride 1 dilation 2 output_pad 1 (> stride) (2,9,19,21) -> 11",
+      {2, 9, 19, 21}, {9, 11, 3, 3}, true, TO::make(1, 0, 1, 2))));
+  cases.push_back(parity_only(conv_t_case(
+      "conv_transpose2d 3x2 stride (1,2) pad (1,0) output_pad (0,1) dilation (3,1), no bias",
+      {3, 7, 13, 11}, {7, 5, 3, 2}, false, TO{1, 2, 1, 0, 0, 1, 3, 1})));
+
+  cases.push_back(parity_only(aspp_case("aspp 4 branches {37,41,29,33} (3,*,29,31) + pooled (3,23) -> 45",
+                                        3, 29, 31, {37, 41, 29, 33}, 23, 45, false, false)));
+  cases.push_back(parity_only(aspp_case("aspp 5 branches {64,17,64,3,64} (2,*,17,19) + pooled (2,65,1,1) -> 67",
+                                        2, 17, 19, {64, 17, 64, 3, 64}, 65, 67, true, true)));
+  cases.push_back(parity_only(aspp_case("aspp 2 branches {31,33} (1,*,41,43), no pooled -> 129", 1,
+                                        41, 43, {31, 33}, -1, 129, false, false)));
 }
 
 }  // namespace seg::test

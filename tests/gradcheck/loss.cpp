@@ -4,6 +4,11 @@
 // Labels are drawn from the case's generator (so every evaluation of a case sees the same ones)
 // with a share of ignore_index positions; dropout builds its Generator inside the function so that
 // every evaluation draws the same mask. Triplet inputs put some samples on each side of the hinge.
+//
+// Parity-only cases (CUDA against CPU, tests/test_cuda_parity.cpp) use large odd shapes that span
+// many thread blocks and every kernel path: softmax over the class dim of (n, c, h, w) (a thread per
+// position) and over the last dim (a warp or a block per row), cross entropy with 19 classes and
+// ignore 255 on (2, 19, 97, 131), triplet with d = 2048 (a block per sample) and d = 129 (a warp).
 #include <algorithm>
 #include <cmath>
 
@@ -172,6 +177,116 @@ void add_triplet_cases(std::vector<GradCase>& cases) {
   }
 }
 
+GradCase parity(GradCase c) {
+  c.name = "parity " + c.name;
+  c.parity_only = true;
+  return c;
+}
+
+void add_softmax_parity_cases(std::vector<GradCase>& cases, const std::string& op, bool log) {
+  auto f = [log](const Tensor& x, int dim) { return log ? log_softmax(x, dim) : softmax(x, dim); };
+  struct Case {
+    Shape shape;
+    int dim;
+    double low, high;
+  };
+  for (const Case& k : std::vector<Case>{
+           {{3, 19, 61, 53}, 1, -6.0, 6.0},    // class dim of (n, c, h, w): a thread per position
+           {{2, 37, 33, 29}, -1, -3.0, 3.0},   // last dim, short rows: a warp per row
+           {{7, 3, 2063}, -1, -3.0, 3.0},      // last dim, long rows: a block per row
+           {{45, 999}, 0, -3.0, 3.0},          // first dim
+           {{5, 19, 131}, 1, 30.0, 40.0},      // far from 0: the max subtraction matters
+           {{301, 1}, 1, -3.0, 3.0},           // a dim of one
+       }) {
+    cases.push_back(parity(GradCase{
+        op, op + " " + shape_str(k.shape) + " dim " + std::to_string(k.dim),
+        [k](Generator& g) { return std::vector<Tensor>{uniform64(k.shape, g, k.low, k.high)}; },
+        [f, k](const std::vector<Tensor>& x) { return f(x[0], k.dim); }}));
+  }
+  cases.push_back(parity(GradCase{op, op + " permuted (2,61,53,19) dim 1",
+                                  [](Generator& g) { return std::vector<Tensor>{randn64({2, 61, 53, 19}, g)}; },
+                                  [f](const std::vector<Tensor>& x) { return f(x[0].permute({0, 3, 1, 2}), 1); }}));
+}
+
+void add_cross_entropy_parity_cases(std::vector<GradCase>& cases) {
+  struct Case {
+    Shape logits;
+    int64_t ignore_index;
+    double ignore_share;
+    bool weighted;
+  };
+  const std::vector<Case> shapes = {
+      {{2, 19, 97, 131}, 255, 0.2, false},  // Cityscapes classes, ignore 255
+      {{2, 19, 97, 131}, 255, 0.2, true},
+      {{1003, 37}, -100, 0.1, false},       // (n, c): inner 1
+      {{3, 5, 4097}, -100, 0.0, true},      // (n, c, d1), nothing ignored
+      {{2, 7, 33, 1}, 255, 1.0, false},     // every position ignored
+  };
+  for (const Case& k : shapes) {
+    for (Reduction r : {Reduction::none, Reduction::mean, Reduction::sum}) {
+      // Every position ignored: 'mean' is 0 / 0 = NaN on both backends; compared anyway for the
+      // gradient (zero) through the other reductions.
+      if (k.ignore_share >= 1.0 && r == Reduction::mean) continue;
+      Shape label_shape = k.logits;
+      label_shape.erase(label_shape.begin() + 1);
+      const int64_t c = k.logits[1];
+      cases.push_back(parity(GradCase{
+          "cross_entropy",
+          "cross_entropy " + shape_str(k.logits) + " ignore " + std::to_string(k.ignore_index) +
+              (k.weighted ? " weighted" : "") + " " + reduction_str(r),
+          [k, c, label_shape](Generator& g) {
+            Tensor x = uniform64(k.logits, g, -4.0, 4.0);
+            Tensor labels = random_labels(label_shape, c, g, k.ignore_share, k.ignore_index);
+            Tensor w = k.weighted ? uniform64({c}, g, 0.2, 2.0, false) : Tensor();
+            return std::vector<Tensor>{x, labels, w};
+          },
+          [k, r](const std::vector<Tensor>& in) {
+            CrossEntropyOptions o;
+            o.ignore_index = k.ignore_index;
+            o.weight = in[2];
+            o.reduction = r;
+            return cross_entropy(in[0], in[1], o);
+          }}));
+    }
+  }
+  // Strided logits (a permuted view) and i64 labels.
+  cases.push_back(parity(GradCase{"cross_entropy", "cross_entropy permuted (2,19,61,53) i64 labels mean",
+                                  [](Generator& g) {
+                                    return std::vector<Tensor>{
+                                        randn64({2, 61, 53, 19}, g),
+                                        random_labels({2, 61, 53}, 19, g, 0.2, 255).to(DType::i64)};
+                                  },
+                                  [](const std::vector<Tensor>& in) {
+                                    CrossEntropyOptions o;
+                                    o.ignore_index = 255;
+                                    return cross_entropy(in[0].permute({0, 3, 1, 2}), in[1], o);
+                                  }}));
+}
+
+void add_triplet_parity_cases(std::vector<GradCase>& cases) {
+  struct Case {
+    Shape shape;
+    int p;
+    double margin;
+  };
+  for (const Case& k : std::vector<Case>{{{37, 2048}, 2, 1.0},
+                                         {{37, 2048}, 1, 20.0},
+                                         {{301, 129}, 2, 1.0},
+                                         {{301, 129}, 1, 5.0},
+                                         {{3, 1}, 2, 0.5}}) {
+    for (Reduction r : {Reduction::none, Reduction::mean, Reduction::sum}) {
+      cases.push_back(parity(
+          GradCase{"triplet_margin_loss",
+                   "triplet_margin_loss " + shape_str(k.shape) + " p " + std::to_string(k.p) +
+                       " margin " + std::to_string(k.margin) + " " + reduction_str(r),
+                   [k](Generator& g) { return triplet_inputs(k.shape, g); },
+                   [k, r](const std::vector<Tensor>& in) {
+                     return triplet_margin_loss(in[0], in[1], in[2], k.margin, k.p, 1e-6, r);
+                   }}));
+    }
+  }
+}
+
 }  // namespace
 
 void add_loss_grad_cases(std::vector<GradCase>& cases) {
@@ -193,6 +308,11 @@ void add_loss_grad_cases(std::vector<GradCase>& cases) {
   add_pointwise_loss_cases(cases, "l1_loss");
   add_pointwise_loss_cases(cases, "mse_loss");
   add_triplet_cases(cases);
+
+  add_softmax_parity_cases(cases, "softmax", false);
+  add_softmax_parity_cases(cases, "log_softmax", true);
+  add_cross_entropy_parity_cases(cases);
+  add_triplet_parity_cases(cases);
 }
 
 }  // namespace seg::test

@@ -6,6 +6,11 @@
 // are updated by every evaluation of the function; that does not change the output.
 // Max pooling uses random inputs: ties (kinks) then have probability zero, and a window whose
 // maximum a perturbation of h would change is skipped by the harness as a kink.
+//
+// Parity-only cases (CUDA against CPU, tests/test_cuda_parity.cpp) use large odd shapes that span
+// many thread blocks and are not multiples of block sizes, transposed (strided) inputs, every
+// kernel path (warp- and thread-per-bin adaptive pooling, the fused and the two-pass upsampling
+// backward) and full-HD-like upsampling.
 #include <string>
 
 #include "engine/ops.h"
@@ -70,6 +75,59 @@ GradCase upsample_case(const Shape& shape, int64_t p, int64_t q, bool align_corn
                   }};
 }
 
+GradCase parity(GradCase c) {
+  c.name = "parity " + c.name;
+  c.parity_only = true;
+  return c;
+}
+
+// The same op on x transposed in its last two dims (a strided view): shape is the stored layout.
+GradCase transposed_case(GradCase c) {
+  c.name += " of a transposed input";
+  auto fn = c.fn;
+  c.fn = [fn](const std::vector<Tensor>& x) {
+    std::vector<Tensor> t = x;
+    t[0] = x[0].transpose(2, 3);
+    return fn(t);
+  };
+  return c;
+}
+
+void add_norm_pool_parity_cases(std::vector<GradCase>& cases) {
+  for (const BnSetup& b : std::vector<BnSetup>{
+           {{3, 37, 61, 53}, true, true, true, true},
+           {{2, 7, 45, 31}, true, false, false, false},
+           {{37, 129}, true, true, true, true},
+           {{5, 19, 33, 17}, false, true, true, true},
+           {{301, 67}, false, true, false, true},
+       }) {
+    cases.push_back(parity(batch_norm_case(b)));
+  }
+
+  cases.push_back(parity(max_pool_case({3, 37, 61, 53}, MaxPool2dOptions::make(2, 2))));
+  cases.push_back(parity(max_pool_case({2, 19, 65, 67}, MaxPool2dOptions::make(3, 2, 1))));  // stem
+  cases.push_back(parity(max_pool_case({2, 5, 63, 61}, MaxPool2dOptions::make(3, 2, 1, true))));
+  cases.push_back(parity(max_pool_case({1, 7, 45, 51}, MaxPool2dOptions::make(3, 1, 1))));  // overlap
+  cases.push_back(parity(max_pool_case({2, 3, 50, 77}, MaxPool2dOptions{3, 2, 2, 3, 1, 1, true})));
+  cases.push_back(parity(transposed_case(max_pool_case({2, 9, 41, 29}, MaxPool2dOptions::make(2, 2)))));
+
+  cases.push_back(parity(adaptive_case({2, 67, 33, 47}, 1, 1)));    // global: a warp per output
+  cases.push_back(parity(adaptive_case({3, 37, 61, 53}, 5, 7)));    // large bins: a warp per output
+  cases.push_back(parity(adaptive_case({4, 33, 29, 65}, 6, 6)));    // small bins: a thread per output
+  cases.push_back(parity(adaptive_case({2, 19, 17, 23}, 31, 45)));  // output larger: bins overlap
+  cases.push_back(parity(transposed_case(adaptive_case({2, 5, 37, 41}, 3, 4))));
+
+  for (bool align : {false, true}) {
+    cases.push_back(parity(upsample_case({2, 19, 65, 129}, 513, 1025, align)));  // full-HD-like logits
+    cases.push_back(parity(upsample_case({2, 16, 64, 96}, 128, 192, align)));    // UNet's factor 2
+    cases.push_back(parity(upsample_case({3, 7, 97, 131}, 41, 53, align)));      // downsampling
+    cases.push_back(parity(upsample_case({2, 5, 37, 300}, 71, 150, align)));     // up in h, down in w
+    cases.push_back(parity(upsample_case({3, 5, 1, 1}, 37, 41, align)));         // from one pixel
+    cases.push_back(parity(upsample_case({1, 2, 3, 3001}, 4, 6007, align)));     // too wide: 2 passes
+    cases.push_back(parity(transposed_case(upsample_case({2, 3, 29, 17}, 61, 45, align))));
+  }
+}
+
 }  // namespace
 
 void add_norm_pool_grad_cases(std::vector<GradCase>& cases) {
@@ -111,6 +169,8 @@ void add_norm_pool_grad_cases(std::vector<GradCase>& cases) {
     cases.push_back(upsample_case({1, 2, 5, 7}, 5, 7, align));  // same size
     cases.push_back(upsample_case({1, 2, 1, 1}, 3, 2, align));  // from a single pixel
   }
+
+  add_norm_pool_parity_cases(cases);
 }
 
 }  // namespace seg::test

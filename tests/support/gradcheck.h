@@ -31,6 +31,9 @@ struct GradCase {
   std::function<std::vector<Tensor>(Generator& gen)> inputs;
   std::function<Tensor(const std::vector<Tensor>& inputs)> fn;
   double tolerance = kGradCheckTolerance;
+  // Too large for finite differences: used only by the CUDA-vs-CPU parity tests, which need sizes
+  // that span several thread blocks and are not multiples of the block size.
+  bool parity_only = false;
 };
 
 struct GradCheckResult {
@@ -47,7 +50,9 @@ Tensor randn64(const Shape& shape, Generator& gen, bool requires_grad = true);
 // Uniform in [low, high).
 Tensor uniform64(const Shape& shape, Generator& gen, double low, double high, bool requires_grad = true);
 
-// Every case of every family (tests/gradcheck/*.cpp), by explicit calls.
+// Every case of every family (tests/gradcheck/*.cpp), by explicit calls. The gradient check skips
+// the parity_only ones. A case's function must be device-agnostic: it builds any constant it needs
+// in `inputs` (which the parity test moves to the GPU), never inside the function on the CPU.
 std::vector<GradCase> all_grad_cases();
 
 }  // namespace seg::test

@@ -1,0 +1,155 @@
+// Kernel-lab helpers shared by the CUDA benchmarks: timing with CUDA events after an L2 flush, the
+// device's peak figures, and the PyTorch peer run in the same process's run.
+//
+// Timing: every timed call is preceded by a write of twice the L2 size, so the kernel reads its
+// inputs from HBM as it would in training; the reported time is the median over iterations.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace seg::bench {
+
+struct DevicePeak {
+  std::string name;
+  double bandwidth_gbs = 0.0;    // HBM, from memory clock and bus width (double data rate)
+  double fp32_tflops = 0.0;      // CUDA cores, FMA = 2 flops
+  double tf32_tflops = 0.0;      // tensor cores, dense (estimate from the architecture)
+  int sm_count = 0;
+  size_t l2_bytes = 0;
+};
+
+inline DevicePeak device_peak(int device) {
+  cudaDeviceProp p{};
+  SEG_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  int mem_clock_khz = 0, bus_bits = 0, clock_khz = 0;
+  SEG_CUDA_CHECK(cudaDeviceGetAttribute(&mem_clock_khz, cudaDevAttrMemoryClockRate, device));
+  SEG_CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
+  SEG_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device));
+  DevicePeak d;
+  d.name = p.name;
+  d.sm_count = p.multiProcessorCount;
+  d.l2_bytes = static_cast<size_t>(p.l2CacheSize);
+  d.bandwidth_gbs = 2.0 * mem_clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  const int fp32_lanes = p.major >= 8 ? 128 : 64;  // FP32 FMA units per SM
+  d.fp32_tflops = 2.0 * fp32_lanes * d.sm_count * clock_khz * 1e3 / 1e12;
+  // Dense TF32 tensor-core rate relative to FP32 CUDA cores: 8x on sm_80, ~7.4x on sm_90.
+  d.tf32_tflops = p.major >= 9 ? d.fp32_tflops * 7.4 : (p.major == 8 ? d.fp32_tflops * 8.0 : 0.0);
+  return d;
+}
+
+class L2Flusher {
+ public:
+  explicit L2Flusher(size_t l2_bytes) : bytes_(std::max<size_t>(2 * l2_bytes, size_t{1} << 20)) {
+    SEG_CUDA_CHECK(cudaMalloc(&buffer_, bytes_));
+  }
+  ~L2Flusher() { cudaFree(buffer_); }
+  L2Flusher(const L2Flusher&) = delete;
+  L2Flusher& operator=(const L2Flusher&) = delete;
+  void flush(cudaStream_t stream) { SEG_CUDA_CHECK(cudaMemsetAsync(buffer_, 0, bytes_, stream)); }
+
+ private:
+  size_t bytes_;
+  void* buffer_ = nullptr;
+};
+
+// Median milliseconds of `fn()` (which queues work on `stream`) over `iters` runs after `warmup`.
+template <class F>
+double time_ms(F&& fn, cudaStream_t stream, L2Flusher& flusher, int warmup = 3, int iters = 20) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  SEG_CUDA_CHECK(cudaEventCreate(&start));
+  SEG_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> times;
+  for (int i = 0; i < iters; ++i) {
+    flusher.flush(stream);
+    SEG_CUDA_CHECK(cudaEventRecord(start, stream));
+    fn();
+    SEG_CUDA_CHECK(cudaEventRecord(stop, stream));
+    SEG_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    SEG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// The Python that holds PyTorch: $SEG_PYTHON, else python3.
+inline std::string peer_python() {
+  const char* p = std::getenv("SEG_PYTHON");
+  return p && *p ? p : "python3";
+}
+
+// Runs `python script 'args-json'` and parses the last line of its output as JSON. Returns false
+// (with the reason in `info`) when the peer cannot run.
+inline bool run_peer(const std::string& script, const nlohmann::json& args, nlohmann::json& result,
+                     std::string& info) {
+  std::string quoted = args.dump();
+  std::string escaped;
+  for (char ch : quoted) escaped += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  const std::string cmd = peer_python() + " " + script + " '" + escaped + "' 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  if (!pipe) {
+    info = "could not start " + peer_python();
+    return false;
+  }
+  std::string out, line, last;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, pipe.get())) out += buf;
+  for (char ch : out) {
+    if (ch != '\n') {
+      line += ch;
+    } else if (!line.empty()) {
+      last = line;
+      line.clear();
+    }
+  }
+  if (!line.empty()) last = line;
+  if (last.empty()) {
+    info = "no output from " + script;
+    return false;
+  }
+  try {
+    result = nlohmann::json::parse(last);
+  } catch (const std::exception&) {
+    info = "peer failed: " + out.substr(0, 400);
+    return false;
+  }
+  if (result.contains("error")) {
+    info = result["error"].get<std::string>();
+    return false;
+  }
+  return true;
+}
+
+// "123.4 GB/s (56% of peak)"
+inline std::string bandwidth_str(double bytes, double ms, const DevicePeak& peak) {
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%8.1f GB/s (%3.0f%% of peak)", gbs, 100.0 * gbs / peak.bandwidth_gbs);
+  return buf;
+}
+
+// One machine-readable row for the GPU check's summary table (benchmarks/gpu_check.sh collects
+// every line that starts with "TABLE|"): the benchmark, the case, our time, our rate as text
+// ("2650 GB/s" or "310 TFLOP/s"), the share of the device's peak in percent, and PyTorch's time
+// (<= 0 when the peer did not run).
+inline void table_row(const std::string& bench, const std::string& case_name, double ms,
+                      const std::string& rate, double percent_of_peak, double torch_ms) {
+  std::printf("TABLE|%s|%s|%.3f|%s|%.0f|%.3f|%.2f\n", bench.c_str(), case_name.c_str(), ms, rate.c_str(),
+              percent_of_peak, torch_ms, torch_ms > 0 ? torch_ms / ms : 0.0);
+}
+
+}  // namespace seg::bench
