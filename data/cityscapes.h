@@ -1,0 +1,115 @@
+// Cityscapes on disk: scanning a root into annotated samples (leftImg8bit + gtFine) and 30-frame
+// video snippets (leftImg8bit_sequence), with a cached snippet index.
+//
+// Design notes
+// - Scanning lists folders and parses file names; it never opens a PNG. Every problem names the
+//   file or folder: a missing root or split folder, an image without its label or a label without
+//   its image, an empty city folder, a snippet with missing frames, a file name that does not
+//   parse. With `skip_incomplete` the incomplete samples are left out instead and counted in the
+//   report's warnings (the structural errors, a missing root or split folder, stay errors).
+// - Snippets: in each (city, sequence) the frame numbers are cut greedily into windows of 30
+//   consecutive numbers from the smallest one; a window must hold all 30 frames. Frame numbers are
+//   absolute (aachen_000000_000019 is annotated, its snippet is frames 000000..000029); the
+//   annotated frame is start + 19.
+// - The snippet index has the study's columns (path, sequence, start, end, annotation), path being
+//   the city folder relative to the root. It is cached as JSON, in the root when writable, else in
+//   `cache_dir`, under a fingerprint of the split folder (its mtime, and each city folder's name,
+//   mtime and entry count: one stat and one directory listing per city, no file is opened or
+//   stat'ed). The cache is reused when the fingerprint and options match, rebuilt otherwise.
+// - Hidden files (names starting with '.') are ignored everywhere; in gtFine, files other than the
+//   configured label kind (color, instanceIds, polygons) are ignored.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace seg::data {
+
+enum class Split { train, val, test };
+const char* split_name(Split split);
+Split parse_split(const std::string& name);  // "train", "val", "test"; anything else is an error
+
+constexpr int kSnippetLength = 30;
+constexpr int kAnnotatedFrameOffset = 19;
+
+// A parsed "{city}_{seq:06}_{frame:06}{suffix}" file name.
+struct FrameName {
+  std::string city;
+  int sequence = 0;
+  int frame = 0;
+};
+// False when `file_name` is not "{city}_{6 digits}_{6 digits}{suffix}".
+bool parse_frame_name(const std::string& file_name, const std::string& suffix, FrameName& out);
+// "aachen_000000_000019"
+std::string frame_stem(const std::string& city, int sequence, int frame);
+
+// Where labels come from: *_gtFine_labelIds.png mapped through the label table (the default), or
+// the *_gtFine_labelTrainIds.png files written by cityscapesScripts' createTrainIdLabelImgs.
+enum class LabelSource { label_ids, train_ids };
+// "_gtFine_labelIds.png" or "_gtFine_labelTrainIds.png"
+const char* label_suffix(LabelSource source);
+
+struct CityscapesOptions {
+  std::filesystem::path root;
+  Split split = Split::train;
+  LabelSource labels = LabelSource::label_ids;
+  bool skip_incomplete = false;     // leave incomplete samples out (counted warnings), not an error
+  std::filesystem::path cache_dir;  // for the snippet index when the root is not writable
+  bool use_cache = true;            // false: always scan, never read or write the index file
+};
+
+// Samples left out (skip_incomplete) and other non-fatal notes, one line each.
+struct ScanReport {
+  int64_t skipped = 0;
+  std::vector<std::string> warnings;
+};
+
+struct AnnotatedSample {
+  std::string city;
+  int sequence = 0;
+  int frame = 0;
+  std::filesystem::path image;  // leftImg8bit/{split}/{city}/..._leftImg8bit.png
+  std::filesystem::path label;  // gtFine/{split}/{city}/..._gtFine_labelIds.png (or labelTrainIds)
+  std::string id() const { return frame_stem(city, sequence, frame); }
+};
+
+struct AnnotatedSet {
+  std::vector<AnnotatedSample> samples;  // sorted by city, sequence, frame
+  ScanReport report;
+};
+
+// Pairs every leftImg8bit image of the split with its gtFine label.
+AnnotatedSet scan_annotated(const CityscapesOptions& options);
+
+struct Snippet {
+  std::string path;  // the city folder relative to the root: "leftImg8bit_sequence/train/aachen"
+  std::string city;
+  int sequence = 0;
+  int start = 0;       // first frame number
+  int end = 0;         // last frame number (start + 29)
+  int annotation = 0;  // the annotated frame (start + 19)
+  // The file of frame start + offset (offset 0..29).
+  std::filesystem::path frame_path(const std::filesystem::path& root, int offset) const;
+  std::string id() const { return frame_stem(city, sequence, annotation); }
+};
+
+struct SnippetIndex {
+  std::vector<Snippet> snippets;  // sorted by city, sequence, start
+  ScanReport report;
+  std::filesystem::path cache_file;  // the index file read or written; empty when none
+  bool from_cache = false;           // true when read from a valid cache file
+};
+
+// Scans leftImg8bit_sequence/{split} (no cache).
+SnippetIndex scan_snippets(const CityscapesOptions& options);
+// The snippet index, from the cache when it is still valid, else scanned (and the cache rewritten).
+SnippetIndex load_snippet_index(const CityscapesOptions& options);
+// The cache file for a root that is not writable:
+// cache_dir / "segtrain_snippets_{split}_{hash of the root}.json".
+std::filesystem::path fallback_cache_file(const CityscapesOptions& options);
+// The cache file in the root: root / "segtrain_snippets_{split}.json".
+std::filesystem::path root_cache_file(const CityscapesOptions& options);
+
+}  // namespace seg::data
