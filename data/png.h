@@ -1,5 +1,6 @@
 // PNG reading and writing (stb_image, stb_image_write) with errors that name the file and the
-// problem: missing, not a PNG, truncated or corrupt, wrong bit depth or channel count. Writes go to
+// problem: missing, not a PNG, truncated or corrupt (every chunk's length and CRC are checked before
+// decoding: stb_image checks neither), wrong bit depth or channel count. Writes go to
 // a temporary file renamed into place, so a failed write never leaves a half-written PNG.
 #pragma once
 
@@ -32,6 +33,9 @@ GreyImage read_png_grey(const std::filesystem::path& path);
 void read_png_size(const std::filesystem::path& path, int& width, int& height);
 
 void write_png_rgb(const std::filesystem::path& path, int width, int height, const uint8_t* rgb);
+// The CRC-32 of PNG chunks (over a chunk's type and data), for tools and tests that write chunks.
+uint32_t png_crc32(const unsigned char* data, size_t size);
+
 void write_png_grey8(const std::filesystem::path& path, int width, int height, const uint8_t* values);
 
 }  // namespace seg::data
