@@ -17,8 +17,10 @@
 #include "data/labels.h"
 #include "data/png.h"
 #include "data/transforms.h"
+#include "tests/support/test_util.h"
 
 using namespace seg;
+using namespace seg::test;
 using namespace seg::data;
 namespace fs = std::filesystem;
 
@@ -29,21 +31,6 @@ constexpr float kNormTol = 1e-5f;
 // rgb_to_lab takes f32 inputs (v / 255 rounded to f32), the dataset the exact v / 255 in double:
 // Lab values up to 100 then differ by about 1e-5.
 constexpr float kLabTol = 1e-3f;
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("seg_test_cityscapes_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 // The test images, with code = frame % 200: R = (10 * code + x) % 256, G = 3 * y % 256,
 // B = code + 50 (so B names the frame and R tells whether a row was flipped).
@@ -131,20 +118,6 @@ CityscapesOptions options_for(const fs::path& root, Split split = Split::train) 
   o.root = root;
   o.split = split;
   return o;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 // Channel c of pixel (x, y) of a normalised (3, H, W) tensor, back in u8 units.

@@ -22,8 +22,10 @@
 #include "engine/nn/module.h"
 #include "engine/ops.h"
 #include "tests/support/reference.h"
+#include "tests/support/test_util.h"
 
 using namespace seg;
+using namespace seg::test;
 namespace fs = std::filesystem;
 
 namespace {
@@ -90,39 +92,11 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
   return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * dtype_size(ca.dtype())) == 0;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& items) {
   std::vector<std::string> out;
   for (const auto& item : items) out.push_back(item.first);
   return out;
 }
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("seg_test_nn_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 // A custom module mixing its own parameter and buffers with children (PyTorch equivalent in the
 // "names and order" test).

@@ -15,28 +15,15 @@
 
 #include "engine/io/safetensors.h"
 #include "tests/support/reference.h"
+#include "tests/support/test_util.h"
 
 using namespace seg;
+using namespace seg::test;
 namespace fs = std::filesystem;
 
 namespace {
 
 // A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() /
-           ("seg_test_safetensors_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
-
 // A tensor of `dtype` and `shape` holding the raw values `raw` (sizeof(T) must be the dtype's
 // size).
 template <class T>
@@ -83,21 +70,6 @@ std::string st_bytes(const std::string& header, const std::string& data, uint64_
 }
 std::string st_bytes(const std::string& header, const std::string& data) {
   return st_bytes(header, data, header.size());
-}
-
-// The message of the seg::Error that `f` throws, or "" when it throws none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 }  // namespace

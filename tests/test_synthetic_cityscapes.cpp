@@ -19,33 +19,16 @@
 #include "data/png.h"
 #include "data/synthetic_cityscapes.h"
 #include "engine/error.h"
+#include "tests/support/test_util.h"
 
 using namespace seg;
+using namespace seg::test;
 using namespace seg::data;
 namespace fs = std::filesystem;
 
 namespace {
 
 // A fresh directory under the system's temporary directory, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("seg_test_synthetic_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::vector<uint8_t> file_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), path.string());
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 // Every regular file under root, as paths relative to root.
 std::set<std::string> list_files(const fs::path& root) {
   std::set<std::string> files;

@@ -11,8 +11,10 @@
 #include "data/transforms.h"
 #include "engine/ops.h"
 #include "kernels/common/philox.h"
+#include "tests/support/test_util.h"
 
 using namespace seg;
+using namespace seg::test;
 using namespace seg::data;
 
 namespace {
@@ -34,20 +36,6 @@ Image random_image(int w, int h, uint64_t seed) {
   for (size_t i = 0; i < img.pixels.size(); ++i)
     img.pixels[i] = static_cast<uint8_t>(philox_u32_at(seed, 0, i) & 255u);
   return img;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace
