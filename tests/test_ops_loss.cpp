@@ -270,6 +270,12 @@ TEST_CASE("cross_entropy: bad labels are an error naming the value and the posit
   o.ignore_index = -100;
   CHECK_THROWS_WITH_AS(cross_entropy(zeros({4, 2}), l64, o),
                        doctest::Contains("label -1 at position (3) of labels (4)"), Error);
+  // i64 labels beyond the i32 range would wrap to a valid class (2^32 + 1 -> 1): still an error.
+  Tensor wrap = zeros({3}, DType::i64);
+  wrap.data<int64_t>()[1] = (int64_t{1} << 32) + 1;
+  CHECK_THROWS_WITH_AS(cross_entropy(zeros({3, 2}), wrap, o),
+                       doctest::Contains("label 4294967297 at position (1) of labels (3) is outside [0, 2)"),
+                       Error);
   // The ignore_index itself is fine even though it is outside [0, c).
   CHECK_NOTHROW(
       cross_entropy(zeros({4, 2}), from_vector(std::vector<int32_t>{0, -100, 1, 1}, {4})));

@@ -6,11 +6,12 @@
 //   upstream gradient as a tensor and turns it into the kernel's `scale` with tensor ops (g, or
 //   g / sum(w) for 'mean'), so it never reads a device value on the host. The forward does read one
 //   integer (the kernel's bad-label count) to raise the bad-label error; only then does it copy the
-//   labels to the host, to name the first offending value and position.
+//   labels to the host, to name the first offending value and position and count them.
 // - 'mean' divides by the summed weights of the non-ignored positions: 0 / 0 = NaN when every
 //   position is ignored, as in PyTorch; ignored positions always get a zero gradient.
-// - i64 labels are converted to i32 (the kernels' label type); class indices beyond 2^31 are not
-//   meaningful anyway.
+// - i64 labels are converted to i32 (the kernels' label type); a value outside the i32 range, which
+//   the conversion would wrap into a plausible class, is caught by comparing the two (one more
+//   host read, for i64 labels only).
 // - l1_loss and mse_loss are composites of elementwise ops and reductions (no kernels).
 // - triplet_margin_loss runs the fused kernels of kernels/common/loss.h; the backward's scale is
 //   g (none), g (sum) or g / n (mean), again without a host read.
@@ -92,19 +93,27 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   Tensor bad = zeros({}, DType::i32, dev);
   k.forward(exec_context(loss), shape, view_of(xc), view_of(lab), view_of(wc), view_of(loss),
             view_of(wsum), view_of(lse), view_of(bad));
-  const int64_t bad_count = static_cast<int64_t>(bad.item());
-  if (bad_count > 0) {
-    std::vector<int64_t> host = to_vector<int64_t>(labels);
+  bool bad_labels = bad.item() != 0.0;
+  if (!bad_labels && labels.dtype() == DType::i64) {
+    // An i64 label outside the i32 range wraps in the conversion and may look like a valid class:
+    // compare the two in f64 (exact below 2^53; a wrapped value always differs).
+    NoGradGuard no_grad;
+    bad_labels = sum(abs(sub(labels.detach().to(DType::f64), lab.to(DType::f64)))).item() != 0.0;
+  }
+  if (bad_labels) {
+    const std::vector<int64_t> host = to_vector<int64_t>(labels);
+    int64_t bad_count = 0, first = -1;
     for (size_t i = 0; i < host.size(); ++i) {
       if (host[i] != options.ignore_index && (host[i] < 0 || host[i] >= c)) {
-        SEG_CHECK(false, op, ": label ", host[i], " at position ",
-                  position_str(static_cast<int64_t>(i), labels.sizes()), " of labels ",
-                  shape_str(labels.sizes()), " is outside [0, ", c, ") for logits ",
-                  shape_str(logits.sizes()), " and is not ignore_index ", options.ignore_index,
-                  " (", bad_count, " such label", bad_count == 1 ? "" : "s", ")");
+        if (bad_count++ == 0) first = static_cast<int64_t>(i);
       }
     }
-    SEG_ASSERT(false);  // the kernel counted a bad label that the host does not see
+    SEG_ASSERT(bad_count > 0);  // the kernel counted a bad label that the host does not see
+    SEG_CHECK(false, op, ": label ", host[static_cast<size_t>(first)], " at position ",
+              position_str(first, labels.sizes()), " of labels ", shape_str(labels.sizes()),
+              " is outside [0, ", c, ") for logits ", shape_str(logits.sizes()),
+              " and is not ignore_index ", options.ignore_index, " (", bad_count, " such label",
+              bad_count == 1 ? "" : "s", ")");
   }
 
   const Reduction reduction = options.reduction;
