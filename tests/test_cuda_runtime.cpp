@@ -3,6 +3,8 @@
 // that need no GPU run everywhere in a CUDA build).
 #include <doctest/doctest.h>
 
+#include <string>
+
 #include "engine/ops.h"
 #include "tests/support/parity.h"
 #include "tests/support/reference.h"
@@ -46,6 +48,11 @@ TEST_CASE("caching allocator: reuse, splitting, merging, statistics") {
   a.deallocate(p3, 100);
   a.deallocate(p4, 2500);
   CHECK(a.stats().allocated == 0);
+  // Freed neighbours merged back into the whole segment: the largest small request fits it again.
+  void* whole = a.allocate(cuda::CudaCachingAllocator::kSmallRequest);
+  CHECK(whole == p1);
+  CHECK(a.segments_allocated() == 1);
+  a.deallocate(whole, cuda::CudaCachingAllocator::kSmallRequest);
   // Large blocks: freed memory is reused without new segments.
   for (int i = 0; i < 5; ++i) {
     void* big = a.allocate(size_t{64} << 20);
@@ -65,6 +72,10 @@ TEST_CASE("out of memory names the request and the pool") {
   const int64_t too_many = static_cast<int64_t>(total / 4) * 2;  // floats: 2x the device
   CHECK_THROWS_WITH_AS(empty({too_many}, DType::f32, ctx->device()), doctest::Contains("CUDA out of memory on cuda:0"),
                        Error);
+  // The message names the request and what the pool holds.
+  const std::string request = "a tensor of " + std::to_string(too_many * 4) + " bytes";
+  CHECK_THROWS_WITH_AS(empty({too_many}, DType::f32, ctx->device()), doctest::Contains(request.c_str()), Error);
+  CHECK_THROWS_WITH_AS(empty({too_many}, DType::f32, ctx->device()), doctest::Contains("cached free"), Error);
   // The context still works afterwards.
   Tensor x = ones({1000}, DType::f32, ctx->device());
   CHECK(sum(x).item() == 1000.0);
@@ -80,6 +91,9 @@ TEST_CASE("guard bytes catch a write past the end of an allocation") {
   a.deallocate(ok, 1000);
   CHECK(a.guard_violations() == 0);
   void* bad = a.allocate(1000);
+  // The guard pattern is written on the context's (non-blocking) stream, which does not order
+  // against the legacy stream of cudaMemset: let it land first.
+  ctx->synchronize();
   REQUIRE(cudaMemset(static_cast<char*>(bad) + 1000, 0, 4) == cudaSuccess);  // 4 bytes too far
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
   a.deallocate(bad, 1000);
@@ -128,6 +142,7 @@ TEST_CASE("TF32 switch and pinned host memory") {
   CHECK(attr.type == cudaMemoryTypeHost);
   pinned.deallocate(p, size_t{3} << 20);
   ctx->synchronize();
+  REQUIRE(cudaStreamSynchronize(ctx->copy_stream()) == cudaSuccess);  // both events have completed
   void* q = pinned.allocate(size_t{3} << 20);  // the copies are done: the block comes back
   CHECK(q == p);
   pinned.deallocate(q, size_t{3} << 20);

@@ -88,7 +88,7 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
   if (needs_grad) {
     SavedTensor saved_x(xc), saved_w(wc), saved_mean(mean), saved_invstd(invstd);
     record("BatchNorm2dBackward", {x, weight, bias}, {&y},
-           [shape, training, saved_x, saved_w, saved_mean, saved_invstd, &k](
+           [shape, training, eps, saved_x, saved_w, saved_mean, saved_invstd, &k](
                const std::vector<Tensor>& g, const std::vector<bool>& needs) {
              Tensor gy = contiguous_data(g[0]);
              Tensor xs = saved_x.get();
@@ -96,7 +96,7 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
              Tensor gw = needs[1] ? empty({shape.c}, xs.dtype(), xs.device()) : Tensor();
              Tensor gb = needs[2] ? empty({shape.c}, xs.dtype(), xs.device()) : Tensor();
              k.backward(exec_context(gy), shape, training, view_of(xs), view_of(gy),
-                        view_of(saved_w.get()), view_of(saved_mean.get()), view_of(saved_invstd.get()),
+                        view_of(saved_w.get()), view_of(saved_mean.get()), view_of(saved_invstd.get()), eps,
                         view_of(gx), view_of(gw), view_of(gb));
              return std::vector<Tensor>{gx, gw, gb};
            });

@@ -35,10 +35,12 @@ struct BatchNormKernels {
                        const View& running_var, double eps, const View& y);
   // Gradients (written) of x, weight and bias; any of gx/gweight/gbias may be undefined (not
   // needed). `training` selects batch statistics (mean, invstd from forward_train) or fixed ones
-  // (running mean and 1 / sqrt(running_var + eps), passed in the same two views).
+  // (running mean and 1 / sqrt(running_var + eps), passed in the same two views). eps is the
+  // forward's (cuDNN asks for the same value in both passes).
   void (*backward)(const ExecContext& ctx, const BatchNormShape& shape, bool training,
                    const View& x, const View& gy, const View& weight, const View& mean,
-                   const View& invstd, const View& gx, const View& gweight, const View& gbias);
+                   const View& invstd, double eps, const View& gx, const View& gweight,
+                   const View& gbias);
 };
 
 }  // namespace seg

@@ -238,8 +238,9 @@ void backward_typed(const BatchNormShape& s, bool training, const View& x, const
 }
 
 void backward(const ExecContext&, const BatchNormShape& shape, bool training, const View& x,
-              const View& gy, const View& weight, const View& mean, const View& invstd, const View& gx,
-              const View& gweight, const View& gbias) {
+              const View& gy, const View& weight, const View& mean, const View& invstd,
+              double /*eps: mean and invstd carry it*/, const View& gx, const View& gweight,
+              const View& gbias) {
   SEG_CPU_DISPATCH_FLOAT(gy.dtype, "batch_norm2d backward", T, {
     backward_typed<T>(shape, training, x, gy, weight, mean, invstd, gx, gweight, gbias);
   });

@@ -11,9 +11,8 @@
 //                        running_var to this very call; MXNet's tests measured cuDNN's update as the
 //                        unbiased one), so no kernel of ours touches the running statistics.
 //     evaluation forward cudnnBatchNormalizationForwardInference.
-//     training backward  cudnnBatchNormalizationBackward with the saved mean and invstd (cuDNN then
-//                        recomputes nothing, so the epsilon it is given is not used; our interface
-//                        does not carry it: kUnusedEpsilon).
+//     training backward  cudnnBatchNormalizationBackward with the saved mean and invstd, and the
+//                        forward's epsilon (cuDNN asks for the same value in both passes).
 //   cuDNN needs a scale and a bias: with affine off, ones and zeros in scratch, and their gradients
 //   go to scratch that is dropped. Running statistics with a stride other than 1 are gathered into
 //   scratch and scattered back; undefined ones are replaced by scratch (no update is visible).
@@ -26,7 +25,8 @@
 //     * N * H*W == 0 (mean 0, invstd 1 / sqrt(eps), running statistics untouched, zero parameter
 //       gradients), strided running statistics, and the ones/zeros scratch.
 //   SEG_BN_OWN_KERNELS=1 in the environment sends every call through the own kernels (to test them
-//   against the CPU with the parity cases: SEG_BN_OWN_KERNELS=1 SEG_PARITY_OPS=batch_norm2d).
+//   against the CPU with the parity cases: SEG_BN_OWN_KERNELS=1 SEG_PARITY_OPS=batch_norm2d; it is
+//   read at every call, and tests/test_cuda_norm.cpp sets it to run both paths).
 // - Per-channel sums (own kernels): channel c of a contiguous (n, C, hw) tensor is an (n, hw)
 //   matrix with row stride C * hw. It is cut into tiles (row range x column range) so that about
 //   4 blocks per SM are busy whatever n, C and hw are; each block sums its tile in f64 in a fixed
@@ -63,17 +63,15 @@ constexpr int kWarps = kThreads / 32;
 // Work below this many elements per tile is not split further (a block's share of a reduction).
 constexpr int64_t kMinTileElements = 4096;
 // Epsilon passed to cudnnBatchNormalizationBackward, which uses the saved invstd instead.
-constexpr double kUnusedEpsilon = 1e-5;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Read at every call (one getenv, nothing next to a launch), so that a test can run both paths in
+// one process (tests/test_cuda_norm.cpp).
 bool force_own_kernels() {
-  static const bool force = [] {
-    const char* v = std::getenv("SEG_BN_OWN_KERNELS");
-    return v != nullptr && v[0] != '\0' && v[0] != '0';
-  }();
-  return force;
+  const char* v = std::getenv("SEG_BN_OWN_KERNELS");
+  return v != nullptr && v[0] != '\0' && v[0] != '0';
 }
 
 int grid_for(const CudaKernelEnv& env, int64_t work_items, int64_t per_block = kThreads) {
@@ -708,7 +706,7 @@ void backward_own(const CudaKernelEnv& env, const BatchNormShape& s, bool traini
 template <class T>
 void backward_typed(const CudaKernelEnv& env, const BatchNormShape& s, bool training, const View& x,
                     const View& gy, const View& weight, const View& mean, const View& invstd,
-                    const View& gx, const View& gweight, const View& gbias) {
+                    double eps, const View& gx, const View& gweight, const View& gbias) {
   if (s.c == 0) return;
   if (s.n * s.hw == 0) {  // empty sums; gx is empty
     if (gweight.defined()) fill<T>(env, gweight.ptr<T>(), s.c, 1, 0.0);
@@ -727,7 +725,7 @@ void backward_typed(const CudaKernelEnv& env, const BatchNormShape& s, bool trai
   T* dbias = gbias.defined() ? gbias.ptr<T>() : unused.as<T>() + s.c;
   SEG_CUDNN_CHECK(cudnnBatchNormalizationBackward(
       env.cudnn, CUDNN_BATCHNORM_SPATIAL, bn.one(), bn.zero(), bn.one(), bn.zero(), bn.x.get(), x.data,
-      bn.x.get(), gy.data, bn.x.get(), gx.data, bn.param.get(), scale.get(), dscale, dbias, kUnusedEpsilon,
+      bn.x.get(), gy.data, bn.x.get(), gx.data, bn.param.get(), scale.get(), dscale, dbias, eps,
       mean.data, invstd.data));
 }
 
@@ -773,14 +771,14 @@ void forward_eval(const ExecContext& ctx, const BatchNormShape& shape, const Vie
 
 void backward(const ExecContext& ctx, const BatchNormShape& shape, bool training, const View& x,
               const View& gy, const View& weight, const View& mean, const View& invstd,
-              const View& gx, const View& gweight, const View& gbias) {
+              double eps, const View& gx, const View& gweight, const View& gbias) {
   const CudaKernelEnv& env = env_of(ctx);
   switch (gy.dtype) {
     case DType::f32:
-      backward_typed<float>(env, shape, training, x, gy, weight, mean, invstd, gx, gweight, gbias);
+      backward_typed<float>(env, shape, training, x, gy, weight, mean, invstd, eps, gx, gweight, gbias);
       break;
     case DType::f64:
-      backward_typed<double>(env, shape, training, x, gy, weight, mean, invstd, gx, gweight, gbias);
+      backward_typed<double>(env, shape, training, x, gy, weight, mean, invstd, eps, gx, gweight, gbias);
       break;
     default: unsupported("batch_norm2d backward", gy.dtype);
   }

@@ -12,7 +12,8 @@
 // tiles and are no multiple of any tile size (odd channel counts, primes), with stride 2, dilation
 // 12 (ASPP's rate at output stride 16), output padding (also >= stride, which the CUDA backend
 // computes through a padded copy), 1x1 and 7x7 kernels, transposed views, shared operands whose
-// gradient the GEMM sums over the batch (folded and looped), and ASPP at DeepLab-like widths.
+// gradient the GEMM sums over the batch (folded and looped), ASPP at DeepLab-like widths, and
+// products with k = 0 (the GEMM kernel's own beta * C path, including an empty sum over the batch).
 #include "engine/ops.h"
 #include "tests/support/gradcheck.h"
 
@@ -183,6 +184,14 @@ void add_layer_grad_cases(std::vector<GradCase>& cases) {
   cases.push_back(parity_only(matmul_case(
       "matmul batched transposed (3,67,45)^T @ shared (67,50) (looped sum)", {3, 67, 45}, {67, 50},
       [](const Tensor& a, const Tensor& b) { return matmul(a.transpose(1, 2), b); })));
+  // k = 0: the GEMM kernel writes beta * C itself (exact zeros for beta 0, nothing for the bias's
+  // beta 1), per batch entry or once for a sum over the batch (an empty sum: zero gradient).
+  cases.push_back(parity_only(matmul_case("matmul (3,0) @ (0,4): k = 0", {3, 0}, {0, 4}, mm)));
+  cases.push_back(parity_only(
+      matmul_case("matmul batched (2,3,0) @ (2,0,4): k = 0 per batch entry", {2, 3, 0}, {2, 0, 4}, mm)));
+  cases.push_back(parity_only(matmul_case("matmul (2,0,3) @ shared (3,4): empty sum for the shared gradient",
+                                          {2, 0, 3}, {3, 4}, mm)));
+  cases.push_back(parity_only(linear_case("linear (5,0) -> 3 with bias: k = 0", {5, 0}, 0, 3, true)));
   cases.push_back(parity_only(linear_case("linear (517,97) -> 130 with bias", {517, 97}, 97, 130, true)));
   cases.push_back(parity_only(linear_case("linear (3,37,61) -> 45 no bias", {3, 37, 61}, 61, 45, false)));
   cases.push_back(parity_only(linear_case("linear transposed input (97,301)^T -> 33", {97, 301}, 97,

@@ -68,6 +68,14 @@ void gpu_synchronize() {
 #endif
 }
 
+void gpu_set_allow_tf32(bool allow) {
+#ifdef SEG_WITH_CUDA
+  test_context()->set_allow_tf32(allow);
+#else
+  (void)allow;
+#endif
+}
+
 ParityResult compare_parity(const Tensor& cpu, const Tensor& gpu, double tolerance) {
   ParityResult r;
   std::ostringstream os;
