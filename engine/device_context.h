@@ -18,7 +18,10 @@ class DeviceContext {
   virtual Allocator& allocator() = 0;
   // Handed to kernels as ExecContext::device_state.
   virtual void* kernel_state() = 0;
-  // Host -> device, ordered on the compute stream; `src` may be reused when this returns.
+  // Host -> device, ordered on the compute stream. Pageable `src` may be reused when this returns.
+  // From the context's pinned memory the copy is asynchronous: `src` may be freed at once (the
+  // pinned allocator holds the block until the copy has run) but must not be written until the
+  // stream has passed the copy (synchronize(), or a later copy_to_host).
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   // Device -> host; returns when the bytes are on the host (after all work queued before it).
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;

@@ -8,6 +8,9 @@
 // - normal draws go through the device's log/cos/sin, which may differ from glibc's in the last
 //   bit of an f64: the f32 values agree to 1 ulp (kNormalUlps), most exactly;
 // - sums accumulate in f64 on both devices in different orders: within kSumTolerance.
+// It also runs the 64-bit index paths (views and tensors past 2^31 elements, several GB of GPU
+// memory) and the f64 instantiations of the pooling and resizing kernels, which the parity suite
+// (f32 only) never reaches.
 // Every test also checks the allocator's guard bytes after the GPU tensors are freed.
 #include <doctest/doctest.h>
 
@@ -42,6 +45,10 @@ constexpr double kNormalF64Rel = 1e-14;
 // Sums: both devices accumulate in f64 (f32 inputs), in different orders; the f64 error is ~1e-16
 // of the sum of magnitudes, so the results agree to an f32 ulp, far below this bound.
 constexpr double kSumTolerance = 1e-6;
+// f64 pooling and resizing: averages and the resizing adjoint sum in different orders on the two
+// devices (and the CPU fuses its multiply-adds), ~1e-16 relative per operation; 1e-12 of the
+// largest magnitude still flags any indexing or formula error, which is O(1) of it.
+constexpr double kF64Tolerance = 1e-12;
 
 std::vector<uint8_t> bytes_of(const Tensor& t) {
   Tensor c = t.detach().to(Device::cpu()).contiguous();
@@ -388,6 +395,25 @@ TEST_CASE("random: uniform and bernoulli bit-identical to the CPU, normal within
   c.transpose(0, 1).uniform_(gc);
   g.transpose(0, 1).uniform_(gg);
   check_identical(c, g, "uniform into a transposed view");
+  // A misaligned contiguous destination (one element into its storage, drawn in place): the
+  // element-wise stores of the 4-element (32-bit draws) and 2-element (f64 uniform) groups.
+  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+    CAPTURE(dtype_name(dt));
+    Generator gc2(6), gg2(6);
+    Tensor c2 = zeros({1003}, dt), g2 = zeros({1003}, dt, gpu);
+    c2.narrow(0, 1, 1001).uniform_(gc2, -1.0, 1.0);
+    g2.narrow(0, 1, 1001).uniform_(gg2, -1.0, 1.0);
+    check_identical(c2, g2, "uniform into a misaligned view");
+    c2.narrow(0, 1, 1001).bernoulli_(gc2, 0.4);
+    g2.narrow(0, 1, 1001).bernoulli_(gg2, 0.4);
+    check_identical(c2, g2, "bernoulli into a misaligned view");
+    if (dt == DType::bf16) continue;  // a 1-ulp f32 difference may cross a bf16 rounding boundary
+    c2.narrow(0, 1, 1001).normal_(gc2, 0.0, 1.0);
+    g2.narrow(0, 1, 1001).normal_(gg2, 0.0, 1.0);
+    // Normal draws agree to an f32 ulp (kNormalUlps): far below 1e-6 of the largest value.
+    const ParityResult r = compare_parity(c2, g2, 1e-6);
+    CHECK_MESSAGE(r.ok, "normal into a misaligned view: ", r.message);
+  }
   check_guards();
 }
 
@@ -483,6 +509,115 @@ TEST_CASE("sum: dim sets on large odd shapes, every dtype, deterministic") {
   CHECK(compare_parity(mean(x, {0, 2}), mean(xg, {0, 2}), kSumTolerance).ok);
   CHECK(
       compare_parity(sum(x.transpose(0, 2), {1}), sum(xg.transpose(0, 2), {1}), kSumTolerance).ok);
+  check_guards();
+}
+
+TEST_CASE("64-bit indexing: views whose offsets pass 2^31, sums of more than 2^31 elements") {
+  if (!have_gpu()) return;
+  const Device gpu = gpu_device();
+  {
+    // (3, 2^30 + 37) u8, 3.2 GB on the GPU only: a (3, 300) window reaches offset 2^31 + 378, so
+    // copies into and out of it, a conversion from it and a fill of it take the 64-bit row kernel.
+    const int64_t row = (int64_t{1} << 30) + 37;
+    Tensor big = zeros({3, row}, DType::u8, gpu);
+    const Tensor small = u8_safe(convertible_values({3, 300}, 13)).to(DType::u8);
+    Tensor window = big.narrow(1, 5, 300);
+    window.copy_(small.to(gpu));
+    check_identical(small, window.contiguous(), "copy into and out of a window past 2^31");
+    check_identical(small.to(DType::i32), window.to(DType::i32),
+                    "u8 -> i32 from a window past 2^31");
+    big.narrow(1, 400, 7).fill_(3.0);
+    check_identical(full({3, 7}, 3.0, DType::u8), big.narrow(1, 400, 7).contiguous(),
+                    "fill of a window past 2^31");
+    // Nothing outside the windows was written.
+    check_identical(zeros({3, 5}, DType::u8), big.narrow(1, 0, 5).contiguous(),
+                    "left of the window");
+    check_identical(zeros({3, 95}, DType::u8), big.narrow(1, 305, 95).contiguous(),
+                    "between the windows");
+  }
+  {
+    // (2, 2^30 + 7) i32, 8.6 GB, plus a 4.3 GB column sum: more than 2^31 elements, so every sum
+    // takes its 64-bit path (inner with split partials, outer, and the sum of all). Only the first
+    // 700 columns are non-zero (and no value is negative), so a small CPU tensor gives the answers.
+    const int64_t row = (int64_t{1} << 30) + 7;
+    Tensor x = zeros({2, row}, DType::i32, gpu);
+    Generator gen(17);
+    Tensor values = empty({2, 700}, DType::f64);
+    values.uniform_(gen, 0.0, 100.0);
+    const Tensor small = values.to(DType::i32);
+    x.narrow(1, 0, 700).copy_(small.to(gpu));
+    check_identical(sum(small, {1}, false), sum(x, {1}, false), "sum over 2^30 + 7 columns");
+    check_identical(sum(small), sum(x), "sum of 2^31 + 14 elements");
+    const Tensor cols = sum(x, {0}, true);  // (1, 2^30 + 7)
+    check_identical(sum(small, {0}, true), cols.narrow(1, 0, 700).contiguous(), "column sums");
+    check_identical(scalar_tensor(0.0, DType::i32), sum(cols.narrow(1, 700, row - 700)),
+                    "column sums past the non-zero columns");
+  }
+  check_guards();
+}
+
+TEST_CASE("max/adaptive pooling and bilinear resizing in f64, forward and backward") {
+  if (!have_gpu()) return;
+  const Device gpu = gpu_device();
+  Generator gen(31);
+  // f(x) on both devices in f64, then the gradient of sum(f(x) * r) for a random r.
+  auto run = [&](const std::string& what, const Shape& shape,
+                 const std::function<Tensor(const Tensor&)>& f, bool exact_forward,
+                 bool exact_backward) {
+    CAPTURE(what);
+    Tensor x = randn(shape, gen, DType::f64);
+    Tensor xc = x.detach(), xg = x.to(gpu).detach();
+    xc.set_requires_grad(true);
+    xg.set_requires_grad(true);
+    const Tensor yc = f(xc), yg = f(xg);
+    Tensor r = empty(yc.sizes(), DType::f64);
+    r.uniform_(gen, -1.0, 1.0);
+    yc.backward(r);
+    yg.backward(r.to(gpu));
+    if (exact_forward) {
+      check_identical(yc, yg, what + " forward");
+    } else {
+      const ParityResult p = compare_parity(yc, yg, kF64Tolerance);
+      CHECK_MESSAGE(p.ok, what, " forward: ", p.message);
+    }
+    if (exact_backward) {
+      check_identical(xc.grad(), xg.grad(), what + " backward");
+    } else {
+      const ParityResult p = compare_parity(xc.grad(), xg.grad(), kF64Tolerance);
+      CHECK_MESSAGE(p.ok, what, " backward: ", p.message);
+    }
+  };
+  // Max pooling: one winner per window, the gather adds in the CPU's order: exact both ways.
+  run(
+      "max pool 3/2/1 ceil", {2, 5, 63, 61},
+      [](const Tensor& x) { return max_pool2d(x, MaxPool2dOptions::make(3, 2, 1, true)); }, true,
+      true);
+  run("max pool 3/1/1", {1, 3, 45, 51},
+      [](const Tensor& x) { return max_pool2d(x, MaxPool2dOptions::make(3, 1, 1)); }, true, true);
+  // Adaptive pooling: warp (large bins) and thread paths, overlapping bins; the backward gathers in
+  // the CPU's order (exact), the forward of large bins sums in another order.
+  run("adaptive (5,7)", {2, 7, 61, 53},
+      [](const Tensor& x) { return adaptive_avg_pool2d(x, 5, 7); }, false, true);
+  run("adaptive (1,1)", {2, 9, 33, 47},
+      [](const Tensor& x) { return adaptive_avg_pool2d(x, 1, 1); }, false, true);
+  run("adaptive (6,6)", {2, 5, 29, 65},
+      [](const Tensor& x) { return adaptive_avg_pool2d(x, 6, 6); }, false, true);
+  run("adaptive (31,45)", {2, 5, 17, 23},
+      [](const Tensor& x) { return adaptive_avg_pool2d(x, 31, 45); }, false, true);
+  // Resizing: the forward is bit-exact (explicit fmas); the f64 backward stages rows of twice the
+  // bytes of f32, so its fused kernel gets other band heights: 8, 2 (rows of 2000) and none (rows
+  // of 3000 with a 2900-wide gy row: two passes although the staged row alone would fit).
+  for (bool align : {false, true}) {
+    const std::string a = align ? " align_corners" : "";
+    run("upsample (65,129)->(513,1025)" + a, {2, 3, 65, 129},
+        [align](const Tensor& x) { return upsample_bilinear2d(x, 513, 1025, align); }, true, false);
+    run("upsample (9,2000)->(17,1000)" + a, {1, 2, 9, 2000},
+        [align](const Tensor& x) { return upsample_bilinear2d(x, 17, 1000, align); }, true, false);
+    run("upsample (5,3000)->(9,2900)" + a, {1, 2, 5, 3000},
+        [align](const Tensor& x) { return upsample_bilinear2d(x, 9, 2900, align); }, true, false);
+    run("upsample (97,131)->(41,53)" + a, {3, 4, 97, 131},
+        [align](const Tensor& x) { return upsample_bilinear2d(x, 41, 53, align); }, true, false);
+  }
   check_guards();
 }
 

@@ -71,6 +71,20 @@ void add_elementwise_parity_cases(std::vector<GradCase>& cases) {
   cases.push_back(parity_case(
       "sigmoid", "sigmoid (7)", [](Generator& g) { return std::vector<Tensor>{randn64({7}, g)}; },
       [](const std::vector<Tensor>& x) { return sigmoid(x[0]); }));
+  // Misaligned inputs: a contiguous view one element into its storage is not 16-byte aligned, so
+  // the unary kernels take their scalar path, forward and (for the ops whose backward reads the
+  // saved x, which is that view) backward.
+  for (const Unary& u : unaries) {
+    if (u.op != "relu" && u.op != "log" && u.op != "pow_scalar" && u.op != "exp") continue;
+    const double low = u.low, high = u.high;
+    cases.push_back(parity_case(
+        u.op, u.op + " of a misaligned contiguous view of " + shape_str(kOdd),
+        [low, high](Generator& g) { return std::vector<Tensor>{uniform64(kOdd, g, low, high)}; },
+        [f = u.f](const std::vector<Tensor>& x) {
+          const Tensor flat = x[0].flatten();
+          return f(flat.narrow(0, 1, flat.numel() - 2));
+        }));
+  }
 
   struct Binary {
     std::string op;
@@ -107,6 +121,18 @@ void add_elementwise_parity_cases(std::vector<GradCase>& cases) {
       "mul", "mul of a transposed (3,37,53,61) view with (3,37,61,53)",
       [](Generator& g) { return std::vector<Tensor>{randn64({3, 37, 53, 61}, g), randn64(kOdd, g)}; },
       [](const std::vector<Tensor>& x) { return mul(x[0].transpose(2, 3), x[1]); }));
+  // Rows a multiple of the vector width that are still not vector-aligned: a narrowed operand
+  // (outer strides of 53, storage offset 1), and a misaligned contiguous one (a single row).
+  cases.push_back(parity_case(
+      "add", "add of a narrowed (3,37,61,53)->(3,37,61,52) view with (3,37,61,52)",
+      [](Generator& g) {
+        return std::vector<Tensor>{randn64(kOdd, g), randn64({3, 37, 61, 52}, g)};
+      },
+      [](const std::vector<Tensor>& x) { return add(x[0].narrow(3, 1, 52), x[1]); }));
+  cases.push_back(parity_case(
+      "sub", "sub of a misaligned contiguous view with a (358652) tensor",
+      [](Generator& g) { return std::vector<Tensor>{randn64(kOdd, g), randn64({358652}, g)}; },
+      [](const std::vector<Tensor>& x) { return sub(x[0].flatten().narrow(0, 1, 358652), x[1]); }));
 
   struct Reduction {
     Shape shape;
@@ -122,6 +148,9 @@ void add_elementwise_parity_cases(std::vector<GradCase>& cases) {
       {{5003, 37}, {0}, true},   // (n, d) -> (1, d), d >= 32
       {{20011, 5}, {0}, false},  // (n, d) -> (1, d), narrow rows
       {{5, 20011}, {1}, true},   // long inner reductions
+      {{5, 1999}, {1}, false},   // a warp per output, split: partial sums and the finalize kernel
+      {{5, 20012}, {1}, true},   // vector loads (rows a multiple of 4), block teams, split
+      {{3, 37, 61, 52}, {0, 2, 3}, true},  // bias gradient with vector loads
       {{2, 1, 3, 1}, {1, 3}, true},  // only size-1 dims reduced: a copy
   };
   for (const Reduction& r : reductions) {

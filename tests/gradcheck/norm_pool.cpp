@@ -124,6 +124,8 @@ void add_norm_pool_parity_cases(std::vector<GradCase>& cases) {
     cases.push_back(parity(upsample_case({2, 5, 37, 300}, 71, 150, align)));     // up in h, down in w
     cases.push_back(parity(upsample_case({3, 5, 1, 1}, 37, 41, align)));         // from one pixel
     cases.push_back(parity(upsample_case({1, 2, 3, 3001}, 4, 6007, align)));     // too wide: 2 passes
+    // Wide input rows: shared memory holds only 5 accumulator rows, so bands of 5 and 4.
+    cases.push_back(parity(upsample_case({1, 2, 9, 2000}, 17, 1000, align)));
     cases.push_back(parity(transposed_case(upsample_case({2, 3, 29, 17}, 61, 45, align))));
   }
 }
