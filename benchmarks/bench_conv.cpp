@@ -16,7 +16,6 @@
 // - --threads sets OpenMP's and OpenBLAS's thread counts (default: OpenMP's current maximum), and
 //   the peer gets the same number through torch.set_num_threads.
 #include <omp.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -30,13 +29,14 @@
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
-
-extern "C" void openblas_set_num_threads(int num_threads);
-extern "C" int openblas_get_num_threads(void);
+#include "benchmarks/bench_util.h"
 
 using namespace seg;
 
 namespace {
+
+using bench::median;
+using bench::now_ms;
 
 struct Shape2d {
   std::string name;
@@ -72,17 +72,6 @@ struct Timing {
   double fwd_ms = 0.0;     // forward only, no grad
   double kernel_ms = 0.0;  // the four kernel calls of a step on preallocated buffers (ours only)
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-double now_ms() {
-  using clock = std::chrono::steady_clock;
-  return std::chrono::duration<double, std::milli>(clock::now().time_since_epoch()).count();
-}
 
 Timing time_ours(const Shape2d& sh, int warmup, int iters) {
   Generator gen(1);
@@ -171,89 +160,12 @@ Timing time_ours(const Shape2d& sh, int warmup, int iters) {
   return Timing{median(times), median(fwd), median(kt)};
 }
 
-// Runs the peer; returns false (with the reason) when it is missing or fails.
-bool run_peer(const std::string& script, const std::vector<Shape2d>& shapes, int threads,
-              int warmup, int iters, std::vector<Timing>& out, std::string& info) {
-  if (!std::filesystem::exists("/usr/bin/python3")) {
-    info = "/usr/bin/python3 not found";
-    return false;
-  }
-  if (!std::filesystem::exists(script)) {
-    info = "peer script " + script + " not found";
-    return false;
-  }
-  std::string cmd = "/usr/bin/python3 '" + script + "' --threads " + std::to_string(threads) +
-                    " --warmup " + std::to_string(warmup) + " --iters " + std::to_string(iters);
-  for (const Shape2d& s : shapes) cmd += " " + s.spec();
-  cmd += " 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) {
-    info = "popen failed";
-    return false;
-  }
-  std::string text;
-  char buf[4096];
-  size_t got;
-  while ((got = fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, got);
-  const int raw_status = pclose(pipe);
-  const int status = WIFEXITED(raw_status) ? WEXITSTATUS(raw_status) : raw_status;
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    info = "peer printed no JSON (exit status " + std::to_string(status) + ")";
-    return false;
-  }
-  if (j.contains("error")) {
-    info = j["error"].get<std::string>();
-    return false;
-  }
-  const auto& results = j["results"];
-  if (!results.is_array() || results.size() != shapes.size()) {
-    info = "peer returned " + std::to_string(results.size()) + " results for " +
-           std::to_string(shapes.size()) + " shapes";
-    return false;
-  }
-  for (const auto& r : results)
-    out.push_back(Timing{r["median_ms"].get<double>(), r["fwd_ms"].get<double>()});
-  info = "PyTorch " + j["torch"].get<std::string>() + ", " +
-         std::to_string(j["threads"].get<int>()) + " threads, mkldnn " +
-         (j["mkldnn"].get<bool>() ? "available" : "unavailable");
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = omp_get_max_threads(), warmup = 2, iters = 10;
-  bool use_peer = true;
-  std::string peer = (std::filesystem::path(__FILE__).parent_path() / "conv_peer.py").string();
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_conv: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--threads") {
-      threads = std::stoi(next());
-    } else if (a == "--warmup") {
-      warmup = std::stoi(next());
-    } else if (a == "--iters") {
-      iters = std::stoi(next());
-    } else if (a == "--peer") {
-      peer = next();
-    } else if (a == "--no-peer") {
-      use_peer = false;
-    } else {
-      std::fprintf(
-          stderr,
-          "usage: bench_conv [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]\n");
-      return 2;
-    }
-  }
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  const bench::CpuBenchArgs args =
+      bench::parse_cpu_bench_args(argc, argv, "bench_conv", std::string(SEG_SOURCE_DIR) + "/benchmarks/conv_peer.py");
+  const int threads = args.threads, warmup = args.warmup, iters = args.iters;
 
   // name, transposed, n, c, h, w, k, r, s, stride, pad, dil, output_pad
   const std::vector<Shape2d> shapes = {
@@ -267,30 +179,25 @@ int main(int argc, char** argv) {
       {"unet up 2x2 s2 128->64 @128x256", true, 1, 128, 128, 256, 64, 2, 2, 2, 0, 1, 0},
   };
 
-  std::printf(
-      "bench_conv: f32, CPU, %d threads (OpenMP %d, OpenBLAS %d), warmup %d, %d iterations, "
-      "median times\n",
-      threads, omp_get_max_threads(), openblas_get_num_threads(), warmup, iters);
+  std::printf("bench_conv: f32, CPU, %d threads (%s), warmup %d, %d iterations, median times\n", threads,
+              bench::cpu_threads_str().c_str(), warmup, iters);
   std::printf(
       "step = forward + backward (input, weight, bias gradients) through autograd; GFLOP/s = "
       "3 x forward FLOPs / step time;\nfwd = forward without grad; kern = the step's four "
       "kernel calls alone, on preallocated buffers (ours only)\n\n");
-  if (const char* core = std::getenv("OPENBLAS_CORETYPE")) {
-    std::printf("note: OPENBLAS_CORETYPE=%s is set: OpenBLAS uses that core's kernels, not the best for "
-                "this processor (unset it to compare at full speed)\n\n", core);
-  }
+  bench::print_openblas_coretype_note();
   std::fflush(stdout);
 
   // Shape by shape, ours then the peer's, so that a change in the machine's speed during the run
   // (it is shared) affects both sides of a row alike.
-  bool peer_ok = use_peer;
+  bool peer_ok = args.use_peer;
   std::string info = "disabled by --no-peer";
   double total_ours = 0.0, total_theirs = 0.0;
   for (size_t i = 0; i < shapes.size(); ++i) {
     const Shape2d& s = shapes[i];
     const Timing ours = time_ours(s, warmup, iters);
-    std::vector<Timing> theirs;
-    if (peer_ok && !run_peer(peer, {s}, threads, warmup, iters, theirs, info)) {
+    bench::PeerTiming theirs;
+    if (peer_ok && !bench::run_layer_peer(args, s.spec(), theirs, info)) {
       peer_ok = false;
       if (i > 0)
         std::printf("(PyTorch peer failed: %s; our figures only from here)\n", info.c_str());
@@ -311,10 +218,9 @@ int main(int argc, char** argv) {
                 flops / ours.median_ms * 1e-6, ours.fwd_ms, ours.kernel_ms);
     total_ours += ours.median_ms;
     if (peer_ok) {
-      const Timing& t = theirs[0];
-      std::printf(" %9.1f %8.1f %9.1f %7.2f", t.median_ms, flops / t.median_ms * 1e-6, t.fwd_ms,
-                  t.median_ms / ours.median_ms);
-      total_theirs += t.median_ms;
+      std::printf(" %9.1f %8.1f %9.1f %7.2f", theirs.step_ms, flops / theirs.step_ms * 1e-6, theirs.fwd_ms,
+                  theirs.step_ms / ours.median_ms);
+      total_theirs += theirs.step_ms;
     }
     std::printf("\n");
     std::fflush(stdout);

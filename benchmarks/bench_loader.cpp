@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "data/datasets.h"
 #include "data/loader.h"
 #include "data/png.h"
@@ -152,42 +153,18 @@ Run run_ours(const Dataset& ds, int workers, int passes, int64_t batch) {
 // Runs the peer; false (with the reason) when it is missing or fails.
 bool run_peer(const std::string& script, const std::vector<std::pair<fs::path, fs::path>>& pairs,
               int factor, int workers, int passes, Run& out, std::string& info) {
-  if (!fs::exists(script)) {
-    info = "peer script " + script + " not found";
+  std::vector<std::string> args = {"--factor", std::to_string(factor), "--workers", std::to_string(workers),
+                                   "--passes", std::to_string(passes)};
+  for (const auto& [img, lbl] : pairs) args.push_back(img.string() + ":" + lbl.string());
+  nlohmann::json j;
+  if (!bench::run_peer_script(script, args, j, info)) return false;
+  if (!j.contains("images_per_s") || !j["images_per_s"].is_number()) {
+    info = "peer output has no images_per_s: " + j.dump();
     return false;
   }
-  std::string cmd = "/usr/bin/python3 " + script + " --factor " + std::to_string(factor) +
-                    " --workers " + std::to_string(workers) + " --passes " + std::to_string(passes);
-  for (const auto& [img, lbl] : pairs) cmd += " " + img.string() + ":" + lbl.string();
-  cmd += " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) {
-    info = "popen failed";
-    return false;
-  }
-  std::string text;
-  char buf[4096];
-  while (fgets(buf, sizeof(buf), pipe)) text += buf;
-  const int status = pclose(pipe);
-  const size_t brace = text.rfind('{');
-  if (brace == std::string::npos) {
-    info =
-        "peer printed no JSON (exit status " + std::to_string(status) + "): " + text.substr(0, 300);
-    return false;
-  }
-  try {
-    const nlohmann::json j = nlohmann::json::parse(text.substr(brace));
-    if (j.contains("error")) {
-      info = j["error"].get<std::string>();
-      return false;
-    }
-    out.images_per_s = j.at("images_per_s").get<double>();
-    info = "Pillow " + j.at("pillow").get<std::string>();
-    return true;
-  } catch (const std::exception& e) {
-    info = std::string("peer output not understood: ") + e.what();
-    return false;
-  }
+  out.images_per_s = j["images_per_s"].get<double>();
+  info = "Pillow " + j.value("pillow", std::string("?"));
+  return true;
 }
 
 }  // namespace

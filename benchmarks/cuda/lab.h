@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace seg::bench {
@@ -86,52 +87,11 @@ double time_ms(F&& fn, cudaStream_t stream, L2Flusher& flusher, int warmup = 3, 
   return times[times.size() / 2];
 }
 
-// The Python that holds PyTorch: $SEG_PYTHON, else python3.
-inline std::string peer_python() {
-  const char* p = std::getenv("SEG_PYTHON");
-  return p && *p ? p : "python3";
-}
-
-// Runs `python script 'args-json'` and parses the last line of its output as JSON. Returns false
-// (with the reason in `info`) when the peer cannot run.
+// Runs `python script 'args-json'` (benchmarks/bench_util.h) and parses the JSON object it prints.
+// Returns false (with the reason in `info`) when the peer cannot run.
 inline bool run_peer(const std::string& script, const nlohmann::json& args, nlohmann::json& result,
                      std::string& info) {
-  std::string quoted = args.dump();
-  std::string escaped;
-  for (char ch : quoted) escaped += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  const std::string cmd = peer_python() + " " + script + " '" + escaped + "' 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  if (!pipe) {
-    info = "could not start " + peer_python();
-    return false;
-  }
-  std::string out, line, last;
-  char buf[4096];
-  while (fgets(buf, sizeof buf, pipe.get())) out += buf;
-  for (char ch : out) {
-    if (ch != '\n') {
-      line += ch;
-    } else if (!line.empty()) {
-      last = line;
-      line.clear();
-    }
-  }
-  if (!line.empty()) last = line;
-  if (last.empty()) {
-    info = "no output from " + script;
-    return false;
-  }
-  try {
-    result = nlohmann::json::parse(last);
-  } catch (const std::exception&) {
-    info = "peer failed: " + out.substr(0, 400);
-    return false;
-  }
-  if (result.contains("error")) {
-    info = result["error"].get<std::string>();
-    return false;
-  }
-  return true;
+  return run_peer_script(script, {args.dump()}, result, info);
 }
 
 // "123.4 GB/s (56% of peak)"
