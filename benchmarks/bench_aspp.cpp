@@ -5,9 +5,9 @@
 //   cat    our materialised path: cat(branches + pooled expanded over h, w) then conv2d 1x1 with
 //          the same weight (the op's definition);
 //   torch  PyTorch doing the materialised computation (benchmarks/conv_peer.py's "aspp" shapes,
-//          run through /usr/bin/python3, or $SEG_PYTHON, with the same shapes, thread count, warmup and
-//          iterations): torchvision's ASPP head concatenates the pooled branch after bringing it to
-//          (h, w) and runs a 1x1 conv without bias.
+//          run through /usr/bin/python3, or $SEG_PYTHON, with the same shapes, thread count, warmup
+//          and iterations): torchvision's ASPP head concatenates the pooled branch after bringing
+//          it to (h, w) and runs a 1x1 conv without bias.
 //
 // Usage: bench_aspp [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]
 //
@@ -43,9 +43,9 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "benchmarks/bench_util.h"
 
 using namespace seg;
 
@@ -209,8 +209,8 @@ std::array<Timing, 2> time_ours(const AsppShape& s, int warmup, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bench::CpuBenchArgs args =
-      bench::parse_cpu_bench_args(argc, argv, "bench_aspp", std::string(SEG_SOURCE_DIR) + "/benchmarks/conv_peer.py");
+  const bench::CpuBenchArgs args = bench::parse_cpu_bench_args(
+      argc, argv, "bench_aspp", std::string(SEG_SOURCE_DIR) + "/benchmarks/conv_peer.py");
   const int threads = args.threads, warmup = args.warmup, iters = args.iters;
 
   // DeepLabv3-ResNet101's ASPP projection: 4 x (n, 256, h, w) + pooled (n, 256) -> (n, 256, h, w).

@@ -93,7 +93,8 @@ inline bool run_peer_script(const std::string& script, const std::vector<std::st
     return false;
   }
   if (result.contains("error")) {
-    info = result["error"].is_string() ? result["error"].get<std::string>() : result["error"].dump();
+    info =
+        result["error"].is_string() ? result["error"].get<std::string>() : result["error"].dump();
     return false;
   }
   return true;
@@ -115,7 +116,9 @@ inline CpuBenchArgs parse_cpu_bench_args(int argc, char** argv, const char* name
   a.threads = omp_get_max_threads();
   a.peer = default_peer;
   auto usage = [&]() {
-    std::fprintf(stderr, "usage: %s [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]\n", name);
+    std::fprintf(stderr,
+                 "usage: %s [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]\n",
+                 name);
     std::exit(2);
   };
   for (int i = 1; i < argc; ++i) {
@@ -158,8 +161,10 @@ inline std::string cpu_threads_str() {
 // the figures are then not the processor's best.
 inline void print_openblas_coretype_note() {
   if (const char* core = std::getenv("OPENBLAS_CORETYPE")) {
-    std::printf("note: OPENBLAS_CORETYPE=%s is set: OpenBLAS uses that core's kernels, not the best for "
-                "this processor (unset it to compare at full speed)\n", core);
+    std::printf(
+        "note: OPENBLAS_CORETYPE=%s is set: OpenBLAS uses that core's kernels, not the best for "
+        "this processor (unset it to compare at full speed)\n",
+        core);
   }
 }
 
@@ -177,8 +182,8 @@ inline bool run_layer_peer(const CpuBenchArgs& args, const std::string& spec, Pe
                            std::string& info) {
   nlohmann::json j;
   if (!run_peer_script(args.peer,
-                       {"--threads", std::to_string(args.threads), "--warmup", std::to_string(args.warmup),
-                        "--iters", std::to_string(args.iters), spec},
+                       {"--threads", std::to_string(args.threads), "--warmup",
+                        std::to_string(args.warmup), "--iters", std::to_string(args.iters), spec},
                        j, info)) {
     return false;
   }

@@ -6,8 +6,10 @@
 namespace seg::data {
 
 std::vector<uint8_t> prediction_train_ids(const Tensor& prediction, const std::string& what) {
-  SEG_CHECK(prediction.defined() && prediction.dim() == 2, what, ": a prediction must be an (h, w) tensor, got ",
-            prediction.defined() ? shape_str(prediction.sizes()) : std::string("an undefined tensor"));
+  SEG_CHECK(
+      prediction.defined() && prediction.dim() == 2, what,
+      ": a prediction must be an (h, w) tensor, got ",
+      prediction.defined() ? shape_str(prediction.sizes()) : std::string("an undefined tensor"));
   SEG_CHECK(prediction.device().is_cpu(), what, ": a prediction must be on the CPU to be written");
   const DType dt = prediction.dtype();
   SEG_CHECK(dt == DType::i32 || dt == DType::i64 || dt == DType::u8, what,
@@ -18,8 +20,9 @@ std::vector<uint8_t> prediction_train_ids(const Tensor& prediction, const std::s
   auto take = [&](const auto* values) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t v = static_cast<int64_t>(values[i]);
-      SEG_CHECK((v >= 0 && v < kNumTrainClasses) || v == kIgnoreLabel, what, ": value ", v, " at (x=", i % w,
-                ", y=", i / w, ") is not a trainId (0..", kNumTrainClasses - 1, " or 255)");
+      SEG_CHECK((v >= 0 && v < kNumTrainClasses) || v == kIgnoreLabel, what, ": value ", v,
+                " at (x=", i % w, ", y=", i / w, ") is not a trainId (0..", kNumTrainClasses - 1,
+                " or 255)");
       out[static_cast<size_t>(i)] = static_cast<uint8_t>(v);
     }
   };
@@ -40,7 +43,8 @@ std::vector<uint8_t> train_ids_to_label_ids(const std::vector<uint8_t>& train_id
 
 Image colorize_train_ids(const std::vector<uint8_t>& train_ids, int height, int width) {
   SEG_CHECK(static_cast<int64_t>(height) * width == static_cast<int64_t>(train_ids.size()),
-            "colorize_train_ids: ", train_ids.size(), " values for a ", width, "x", height, " image");
+            "colorize_train_ids: ", train_ids.size(), " values for a ", width, "x", height,
+            " image");
   Image img{width, height, 3, std::vector<uint8_t>(train_ids.size() * 3, 0)};
   for (size_t i = 0; i < train_ids.size(); ++i) {
     if (train_ids[i] >= kNumTrainClasses) continue;
@@ -57,8 +61,10 @@ void write_prediction_pngs(const Tensor& prediction, const std::filesystem::path
   const std::string what = !label_ids_png.empty() ? label_ids_png.string() : color_png.string();
   const std::vector<uint8_t> train_ids = prediction_train_ids(prediction, what);
   const int h = static_cast<int>(prediction.size(0)), w = static_cast<int>(prediction.size(1));
-  if (!label_ids_png.empty()) write_png_grey8(label_ids_png, w, h, train_ids_to_label_ids(train_ids).data());
-  if (!color_png.empty()) write_png_rgb(color_png, w, h, colorize_train_ids(train_ids, h, w).pixels.data());
+  if (!label_ids_png.empty())
+    write_png_grey8(label_ids_png, w, h, train_ids_to_label_ids(train_ids).data());
+  if (!color_png.empty())
+    write_png_rgb(color_png, w, h, colorize_train_ids(train_ids, h, w).pixels.data());
 }
 
 }  // namespace seg::data

@@ -2,10 +2,10 @@
 // labelId of each predicted trainId: what its evaluateImgLists compares with gtFine) and a colour
 // PNG in the Cityscapes palette, for people to look at.
 //
-// A prediction is an (h, w) tensor of trainIds on the CPU (i32, i64 or u8; the output of argmax over
-// the class dim). The ignore value 255 is allowed (e.g. pixels outside a region of interest) and is
-// written as labelId 0 (unlabeled), black; any other value outside 0..18 is an error naming the
-// value and its pixel.
+// A prediction is an (h, w) tensor of trainIds on the CPU (i32, i64 or u8; the output of argmax
+// over the class dim). The ignore value 255 is allowed (e.g. pixels outside a region of interest)
+// and is written as labelId 0 (unlabeled), black; any other value outside 0..18 is an error naming
+// the value and its pixel.
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,6 @@
 // hand-made 16-bit label map, and every way a file can be bad: missing, not a PNG, truncated at
 // every length, a byte changed at every position, the wrong kind of image, a write that fails.
 #include <doctest/doctest.h>
-
 #include <unistd.h>
 
 #include <cstdint>
@@ -27,7 +26,8 @@ void put_be32(std::vector<unsigned char>& out, uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<unsigned char>(v >> s));
 }
 
-void put_chunk(std::vector<unsigned char>& out, const char* type, const std::vector<unsigned char>& data) {
+void put_chunk(std::vector<unsigned char>& out, const char* type,
+               const std::vector<unsigned char>& data) {
   put_be32(out, static_cast<uint32_t>(data.size()));
   std::vector<unsigned char> body(type, type + 4);
   body.insert(body.end(), data.begin(), data.end());
@@ -64,7 +64,8 @@ std::vector<unsigned char> grey16_png(int w, int h, const std::vector<uint16_t>&
   std::vector<unsigned char> ihdr;
   put_be32(ihdr, static_cast<uint32_t>(w));
   put_be32(ihdr, static_cast<uint32_t>(h));
-  ihdr.insert(ihdr.end(), {16, 0, 0, 0, 0});  // bit depth 16, greyscale, deflate, filter 0, no interlace
+  ihdr.insert(ihdr.end(),
+              {16, 0, 0, 0, 0});  // bit depth 16, greyscale, deflate, filter 0, no interlace
   put_chunk(png, "IHDR", ihdr);
   put_chunk(png, "IDAT", z);
   put_chunk(png, "IEND", {});
@@ -133,16 +134,20 @@ TEST_CASE("bad PNG files: every error names the file and the problem") {
   const std::vector<unsigned char> bytes = file_bytes(good);
 
   SUBCASE("missing, empty, not a PNG") {
-    CHECK(contains(error_of([&] { read_png_rgb(dir / "nope.png"); }), (dir / "nope.png").string() + ": no such file"));
+    CHECK(contains(error_of([&] { read_png_rgb(dir / "nope.png"); }),
+                   (dir / "nope.png").string() + ": no such file"));
     write_bytes(bad, {});
-    CHECK(contains(error_of([&] { read_png_rgb(bad); }), bad.string() + ": not a PNG file (too short)"));
+    CHECK(contains(error_of([&] { read_png_rgb(bad); }),
+                   bad.string() + ": not a PNG file (too short)"));
     write_bytes(bad, {'G', 'I', 'F', '8', '9', 'a', 0, 0, 0, 0});
-    CHECK(contains(error_of([&] { read_png_grey(bad); }), bad.string() + ": not a PNG file (bad signature)"));
+    CHECK(contains(error_of([&] { read_png_grey(bad); }),
+                   bad.string() + ": not a PNG file (bad signature)"));
   }
   SUBCASE("truncated at every length") {
     for (size_t len = 0; len < bytes.size(); ++len) {
       CAPTURE(len);
-      write_bytes(bad, std::vector<unsigned char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len)));
+      write_bytes(bad, std::vector<unsigned char>(
+                           bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len)));
       const std::string e = error_of([&] { read_png_rgb(bad); });
       CHECK(contains(e, bad.string() + ": "));
       CHECK((contains(e, "truncated") || contains(e, "not a PNG")));
@@ -165,8 +170,9 @@ TEST_CASE("bad PNG files: every error names the file and the problem") {
     CHECK(contains(error_of([&] { read_png_grey(bad); }), "CRC mismatch in chunk 'IDAT'"));
   }
   SUBCASE("a colour image where a label map is expected") {
-    CHECK(contains(error_of([&] { read_png_grey(good); }),
-                   good.string() + ": a single-channel label map was expected, the PNG has 3 channels"));
+    CHECK(contains(
+        error_of([&] { read_png_grey(good); }),
+        good.string() + ": a single-channel label map was expected, the PNG has 3 channels"));
   }
   SUBCASE("a write that cannot happen leaves the old file and no temporary") {
     write_png_rgb(bad, w, h, rgb.data());
@@ -174,12 +180,15 @@ TEST_CASE("bad PNG files: every error names the file and the problem") {
     fs::permissions(dir.path, fs::perms::owner_read | fs::perms::owner_exec);
     const bool writable = ::access(dir.path.c_str(), W_OK) == 0;  // root writes anyway
     if (!writable) {
-      CHECK(contains(error_of([&] { write_png_rgb(bad, 2, 2, rgb.data()); }), bad.string() + ": cannot create"));
+      CHECK(contains(error_of([&] { write_png_rgb(bad, 2, 2, rgb.data()); }),
+                     bad.string() + ": cannot create"));
     }
     fs::permissions(dir.path, fs::perms::owner_all);
-    CHECK(contains(error_of([&] { write_png_rgb(dir / "no" / "such" / "x.png", 2, 2, rgb.data()); }),
-                   (dir / "no" / "such" / "x.png").string()));
-    CHECK(contains(error_of([&] { write_png_grey8(dir / "e.png", 0, 3, rgb.data()); }), "cannot write an empty"));
+    CHECK(
+        contains(error_of([&] { write_png_rgb(dir / "no" / "such" / "x.png", 2, 2, rgb.data()); }),
+                 (dir / "no" / "such" / "x.png").string()));
+    CHECK(contains(error_of([&] { write_png_grey8(dir / "e.png", 0, 3, rgb.data()); }),
+                   "cannot write an empty"));
     if (!writable) CHECK(file_bytes(bad) == before);
     int files = 0;
     for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path)) ++files;
@@ -217,18 +226,24 @@ TEST_CASE("predictions: a labelIds PNG as cityscapesScripts reads it, and a colo
   Tensor t = empty({4, 2}, DType::u8);
   for (int i = 0; i < 8; ++i) t.data<uint8_t>()[i] = static_cast<uint8_t>(i);
   write_prediction_pngs(t.transpose(0, 1), dir / "t_labelIds.png", fs::path());
-  CHECK(read_png_grey(dir / "t_labelIds.png").values == std::vector<uint16_t>{7, 11, 13, 19, 8, 12, 17, 20});
+  CHECK(read_png_grey(dir / "t_labelIds.png").values ==
+        std::vector<uint16_t>{7, 11, 13, 19, 8, 12, 17, 20});
   CHECK(!fs::exists(dir / "t_color.png"));
   write_prediction_pngs(pred.to(DType::i64), fs::path(), dir / "q_color.png");
   CHECK(file_bytes(dir / "q_color.png") == file_bytes(dir / "p_color.png"));
 
   // Bad predictions name the file and the problem; nothing is written.
   pred.data<int32_t>()[5] = 19;
-  CHECK(contains(error_of([&] { write_prediction_pngs(pred, dir / "bad.png", fs::path()); }),
-                 (dir / "bad.png").string() + ": value 19 at (x=1, y=1) is not a trainId (0..18 or 255)"));
-  CHECK(contains(error_of([&] { write_prediction_pngs(zeros({1, 2, 2}, DType::i32), dir / "bad.png", fs::path()); }),
+  CHECK(contains(
+      error_of([&] { write_prediction_pngs(pred, dir / "bad.png", fs::path()); }),
+      (dir / "bad.png").string() + ": value 19 at (x=1, y=1) is not a trainId (0..18 or 255)"));
+  CHECK(contains(error_of([&] {
+                   write_prediction_pngs(zeros({1, 2, 2}, DType::i32), dir / "bad.png", fs::path());
+                 }),
                  "must be an (h, w) tensor, got (1,2,2)"));
-  CHECK(contains(error_of([&] { write_prediction_pngs(zeros({2, 2}), dir / "bad.png", fs::path()); }),
+  CHECK(contains(error_of([&] {
+                   write_prediction_pngs(zeros({2, 2}), dir / "bad.png", fs::path());
+                 }),
                  "integer trainIds (i32, i64 or u8), got f32"));
   CHECK(!fs::exists(dir / "bad.png"));
 }

@@ -8,8 +8,7 @@
 //   tensor by binary search over the first chunks. Small tensors (biases, batch-norm weights) cost
 //   a block each instead of a launch each.
 // - Per-element math is kernels/common/optim.h, the CPU's: PyTorch's single-tensor update op for
-// op,
-//   with the rn_* intrinsics that nvcc never contracts, so parameters and state equal the CPU's bit
+//   op, with the rn_* intrinsics that nvcc never contracts, so parameters and state equal the CPU's bit
 //   for bit (IEEE division and square root: nvcc's defaults, -prec-div and -prec-sqrt, are kept).
 //   The hyperparameters are rounded once on the host (OptimScalars), as the CPU rounds them; the
 //   one product among them, AdamW's 1 - lr * weight_decay, is computed without contraction.
