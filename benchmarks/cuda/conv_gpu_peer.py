@@ -20,8 +20,9 @@ a fixed upstream gradient, .grad set to None before each step. cudnn.benchmark =
 searches algorithms once per shape too); TF32 as requested for cuDNN and for matmuls.
 """
 import json
-import statistics
 import sys
+
+from peer_lab import cuda_torch, timer
 
 
 def main():
@@ -30,15 +31,10 @@ def main():
     except (IndexError, ValueError) as e:
         print(json.dumps({"error": f"bad argument: {e}"}))
         return 0
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError as e:
-        print(json.dumps({"error": f"cannot import torch: {e}"}))
+    torch = cuda_torch()
+    if torch is None:
         return 0
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": "PyTorch sees no CUDA device"}))
-        return 0
+    import torch.nn.functional as F
 
     tf32 = bool(args.get("tf32", True))
     torch.backends.cudnn.benchmark = True
@@ -46,9 +42,6 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = tf32
     warmup, iters = int(args["warmup"]), int(args["iters"])
     dev = torch.device("cuda")
-    props = torch.cuda.get_device_properties(dev)
-    l2 = int(getattr(props, "L2_cache_size", 0) or (50 << 20))
-    flush = torch.empty(max(2 * l2, 1 << 20), dtype=torch.uint8, device=dev)
     gen = torch.Generator(device=dev)
     gen.manual_seed(1)
 
@@ -56,20 +49,10 @@ def main():
         t = torch.randn(*shape, generator=gen, device=dev)
         return t.mul_(scale) if scale != 1.0 else t
 
+    lab_time_ms = timer(torch)
+
     def time_ms(fn):
-        for _ in range(warmup):
-            fn()
-        times = []
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        for _ in range(iters):
-            flush.zero_()
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop))
-        return statistics.median(times)
+        return lab_time_ms(fn, warmup, iters)
 
     results = []
     for case in args["cases"]:

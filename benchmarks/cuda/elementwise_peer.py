@@ -10,8 +10,9 @@ twice the L2 size (inputs come from HBM), CUDA events around the call, the media
 Errors are reported as {"error": "..."}.
 """
 import json
-import statistics
 import sys
+
+from peer_lab import cuda_torch, timer
 
 
 def main():
@@ -20,34 +21,17 @@ def main():
     except (IndexError, ValueError) as e:
         print(json.dumps({"error": f"bad argument: {e}"}))
         return 1
-    try:
-        import torch
-    except ImportError as e:
-        print(json.dumps({"error": f"cannot import torch: {e}"}))
-        return 1
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": "torch has no CUDA device"}))
+    torch = cuda_torch()
+    if torch is None:
         return 1
     dev = torch.device("cuda")
     torch.manual_seed(0)
     warmup, iters = int(args["warmup"]), int(args["iters"])
-    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-    flush = torch.empty(max(2 * l2, 1 << 20), dtype=torch.uint8, device=dev)
+
+    lab_time_ms = timer(torch)
 
     def time_ms(fn):
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            flush.zero_()
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop))
-        return statistics.median(times)
+        return lab_time_ms(fn, warmup, iters)
 
     results = {}
     act = [int(v) for v in args["act"]]

@@ -10,44 +10,17 @@ Argument: {"warmup": W, "iters": I, "cases": [{"n", "c", "h", "w", "label_h", "l
 "align_corners", "ignore_index"}, ...]}. Prints {"error": ...} when PyTorch or a GPU is missing.
 """
 import json
-import statistics
 import sys
 
-
-def timer(torch):
-    props = torch.cuda.get_device_properties(0)
-    l2 = getattr(props, "L2_cache_size", 50 * 1024 * 1024)
-    flush_buffer = torch.empty(max(2 * l2, 1 << 20), dtype=torch.uint8, device="cuda")
-
-    def time_ms(fn, warmup, iters):
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            flush_buffer.zero_()
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop))
-        return statistics.median(times)
-
-    return time_ms
+from peer_lab import cuda_torch, timer
 
 
 def main():
     args = json.loads(sys.argv[1])
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError as e:
-        print(json.dumps({"error": f"cannot import torch: {e}"}))
+    torch = cuda_torch()
+    if torch is None:
         return 0
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": "PyTorch sees no GPU"}))
-        return 0
+    import torch.nn.functional as F
     time_ms = timer(torch)
     torch.manual_seed(0)
     results = []
