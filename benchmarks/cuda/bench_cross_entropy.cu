@@ -157,18 +157,9 @@ void v1_backward_run(Buffers& b, cudaStream_t stream, int sm_count) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int warmup = 3, iters = 20;
-  bool peer = true;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else if (a == "--no-peer") peer = false;
-    else {
-      std::fprintf(stderr, "usage: bench_cross_entropy [--warmup W] [--iters I] [--no-peer]\n");
-      return 2;
-    }
-  }
+  const LabArgs args = parse_lab_args(argc, argv, "bench_cross_entropy");
+  const int warmup = args.warmup, iters = args.iters;
+  const bool peer = args.peer;
   if (cuda_device_count() == 0) {
     std::printf("bench_cross_entropy: needs a GPU (none found); nothing measured\n");
     return 0;

@@ -143,18 +143,9 @@ Buffers make_buffers(const Case& k, int64_t n, const Tensor& x, const Tensor& la
 }  // namespace
 
 int main(int argc, char** argv) {
-  int warmup = 3, iters = 20;
-  bool peer = true;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else if (a == "--no-peer") peer = false;
-    else {
-      std::fprintf(stderr, "usage: bench_miou [--warmup W] [--iters I] [--no-peer]\n");
-      return 2;
-    }
-  }
+  const LabArgs args = parse_lab_args(argc, argv, "bench_miou");
+  const int warmup = args.warmup, iters = args.iters;
+  const bool peer = args.peer;
   if (cuda_device_count() == 0) {
     std::printf("bench_miou: needs a GPU (none found); nothing measured\n");
     return 0;

@@ -157,18 +157,9 @@ double max_error(const Buffers& got, const Buffers& want) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int warmup = 3, iters = 20;
-  bool peer = true;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else if (arg == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else if (arg == "--no-peer") peer = false;
-    else {
-      std::fprintf(stderr, "usage: bench_triplet [--warmup W] [--iters I] [--no-peer]\n");
-      return 2;
-    }
-  }
+  const LabArgs args = parse_lab_args(argc, argv, "bench_triplet");
+  const int warmup = args.warmup, iters = args.iters;
+  const bool peer = args.peer;
   if (cuda_device_count() == 0) {
     std::printf("bench_triplet: needs a GPU (none found); nothing measured\n");
     return 0;

@@ -94,6 +94,35 @@ inline bool run_peer(const std::string& script, const nlohmann::json& args, nloh
   return run_peer_script(script, {args.dump()}, result, info);
 }
 
+// The command line of a kernel-lab benchmark: NAME [--warmup W] [--iters I] [--no-peer]. Bad input
+// prints the usage and exits with status 2.
+struct LabArgs {
+  int warmup = 3, iters = 20;
+  bool peer = true;
+};
+
+inline LabArgs parse_lab_args(int argc, char** argv, const char* name) {
+  LabArgs a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string opt = argv[i];
+    if (opt == "--warmup" && i + 1 < argc) {
+      a.warmup = std::atoi(argv[++i]);
+    } else if (opt == "--iters" && i + 1 < argc) {
+      a.iters = std::atoi(argv[++i]);
+    } else if (opt == "--no-peer") {
+      a.peer = false;
+    } else {
+      a.iters = 0;
+      break;
+    }
+  }
+  if (a.warmup < 0 || a.iters < 1) {
+    std::fprintf(stderr, "usage: %s [--warmup W] [--iters I] [--no-peer]\n", name);
+    std::exit(2);
+  }
+  return a;
+}
+
 // "123.4 GB/s (56% of peak)"
 inline std::string bandwidth_str(double bytes, double ms, const DevicePeak& peak) {
   const double gbs = bytes / (ms * 1e-3) / 1e9;
