@@ -321,10 +321,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (cuda_device_count() == 0) {
-    std::printf("bench_conv_gpu: needs a GPU (none found); nothing measured\n");
-    return 0;
-  }
+  if (!bench::lab_has_gpu("bench_conv_gpu")) return 0;
 
   // name, transposed, n, c, h, w, k, r, s, stride, pad, dil, output_pad
   std::vector<ConvCase> convs = {

@@ -146,17 +146,13 @@ int main(int argc, char** argv) {
   const LabArgs args = parse_lab_args(argc, argv, "bench_miou");
   const int warmup = args.warmup, iters = args.iters;
   const bool peer = args.peer;
-  if (cuda_device_count() == 0) {
-    std::printf("bench_miou: needs a GPU (none found); nothing measured\n");
-    return 0;
-  }
+  if (!lab_has_gpu("bench_miou")) return 0;
   auto ctx = cuda::CudaContext::create(0);
   const Device gpu = ctx->device();
   cudaStream_t stream = ctx->compute_stream();
   const DevicePeak peak = device_peak(0);
   L2Flusher flusher(peak.l2_bytes);
-  std::printf("bench_miou on %s: HBM peak %.0f GB/s, %d SMs\n", peak.name.c_str(), peak.bandwidth_gbs,
-              peak.sm_count);
+  print_lab_device("bench_miou", peak);
 
   const std::vector<Case> cases = {
       {"full-res logits", 8, 19, 1024, 2048, 1024, 2048, false},

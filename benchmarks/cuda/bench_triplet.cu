@@ -160,17 +160,13 @@ int main(int argc, char** argv) {
   const LabArgs args = parse_lab_args(argc, argv, "bench_triplet");
   const int warmup = args.warmup, iters = args.iters;
   const bool peer = args.peer;
-  if (cuda_device_count() == 0) {
-    std::printf("bench_triplet: needs a GPU (none found); nothing measured\n");
-    return 0;
-  }
+  if (!lab_has_gpu("bench_triplet")) return 0;
   auto ctx = cuda::CudaContext::create(0);
   const Device gpu = ctx->device();
   cudaStream_t stream = ctx->compute_stream();
   const DevicePeak peak = device_peak(0);
   L2Flusher flusher(peak.l2_bytes);
-  std::printf("bench_triplet on %s: HBM peak %.0f GB/s, %d SMs\n", peak.name.c_str(), peak.bandwidth_gbs,
-              peak.sm_count);
+  print_lab_device("bench_triplet", peak);
 
   // Positives at spread 0.5 and negatives at spread 1 around the anchor: the margins put the hinge
   // near the middle of the distance gap (d(a, p) ~ 0.5 sqrt(d) or 0.4 d, d(a, n) twice that), so

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "benchmarks/bench_util.h"
+#include "engine/device.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace seg::bench {
@@ -121,6 +122,20 @@ inline LabArgs parse_lab_args(int argc, char** argv, const char* name) {
     std::exit(2);
   }
   return a;
+}
+
+// False, after saying so, when the machine has no GPU: a lab benchmark then measures nothing and
+// exits with status 0 (the GPU check's table shows no rows for it).
+inline bool lab_has_gpu(const char* name) {
+  if (cuda_device_count() > 0) return true;
+  std::printf("%s: needs a GPU (none found); nothing measured\n", name);
+  return false;
+}
+
+// The benchmark's first line: the device and the peaks its rates are measured against.
+inline void print_lab_device(const char* name, const DevicePeak& peak) {
+  std::printf("%s on %s: HBM peak %.0f GB/s, %d SMs\n", name, peak.name.c_str(), peak.bandwidth_gbs,
+              peak.sm_count);
 }
 
 // "123.4 GB/s (56% of peak)"

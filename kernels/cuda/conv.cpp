@@ -44,6 +44,7 @@
 #include "kernels/cuda/conv_algo_cache.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_env.h"
+#include "kernels/cuda/cudnn_desc.h"
 
 namespace seg::cuda {
 namespace {
@@ -51,18 +52,6 @@ namespace {
 constexpr size_t kSearchWorkspaceCap = size_t{1} << 30;  // 1 GiB
 
 // ---- descriptors (RAII) ----
-
-class TensorDesc {
- public:
-  TensorDesc() { SEG_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d_)); }
-  ~TensorDesc() { cudnnDestroyTensorDescriptor(d_); }
-  TensorDesc(const TensorDesc&) = delete;
-  TensorDesc& operator=(const TensorDesc&) = delete;
-  cudnnTensorDescriptor_t get() const { return d_; }
-
- private:
-  cudnnTensorDescriptor_t d_ = nullptr;
-};
 
 class FilterDesc {
  public:

@@ -54,6 +54,7 @@
 #include "kernels/common/registry.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_env.h"
+#include "kernels/cuda/cudnn_desc.h"
 
 namespace seg::cuda {
 namespace {
@@ -509,18 +510,6 @@ int channel_grid(const CudaKernelEnv& env, int64_t C) { return grid_for(env, C);
 bool fits_cudnn(const BatchNormShape& s) {
   return !force_own_kernels() && s.n * s.c * s.hw <= INT_MAX;
 }
-
-class TensorDesc {
- public:
-  TensorDesc() { SEG_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d_)); }
-  ~TensorDesc() { cudnnDestroyTensorDescriptor(d_); }
-  TensorDesc(const TensorDesc&) = delete;
-  TensorDesc& operator=(const TensorDesc&) = delete;
-  cudnnTensorDescriptor_t get() const { return d_; }
-
- private:
-  cudnnTensorDescriptor_t d_ = nullptr;
-};
 
 // cuDNN's view of one call: x (n, c, hw, 1), the per-channel tensors (1, c, 1, 1) of the same type
 // (cuDNN's rule for f32 and f64 data), and host scaling factors of that type.
