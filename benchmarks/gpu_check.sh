@@ -3,7 +3,11 @@
 # some of them under compute-sanitizer (memcheck and racecheck), runs the kernel benchmarks beside
 # PyTorch, and prints one table.
 #
-#   bash benchmarks/gpu_check.sh [all|build|test|sanitize|bench]   (default: all)
+#   bash benchmarks/gpu_check.sh [all|build|test|bench|sanitize|cputest]   (default: all)
+#
+# Phases: build; test (every `gpu` test); bench (the kernel lab beside PyTorch); sanitize
+# (compute-sanitizer); cputest (the CPU suite of the CUDA build). `all` runs them in that order, the
+# GPU-only ones first, so that a short lease spends its time on what no other machine can check.
 #
 # It finds nvcc on the PATH or in /usr/local/cuda/bin, and cuDNN and NCCL beside the CUDA toolkit or
 # in Python wheels (nvidia-cudnn-*, nvidia-nccl-*) of the python3 that holds PyTorch. On a machine
@@ -67,7 +71,20 @@ NCCL_ROOT=${NCCL_ROOT:-}
 if [[ -z "$NCCL_ROOT" && ! -f "$CUDA_HOME/include/nccl.h" && ! -f /usr/include/nccl.h ]]; then
   NCCL_ROOT=$(wheel_dir nvidia.nccl)
 fi
-for root in "$CUDNN_ROOT" "$NCCL_ROOT"; do
+# cuBLAS: beside the toolkit, or in the CUDA 13 wheels (nvidia/cu13) when the toolkit has only nvcc.
+CUBLAS_ROOT=${CUBLAS_ROOT:-}
+CUBLAS_ARGS=()
+if [[ -z "$CUBLAS_ROOT" ]] && ! compgen -G "$CUDA_HOME/lib64/libcublas.so*" > /dev/null &&
+  ! compgen -G "$CUDA_HOME/targets/*/lib/libcublas.so*" > /dev/null; then
+  for module in nvidia.cu13 nvidia.cublas; do
+    dir=$(wheel_dir "$module")
+    if [[ -n "$dir" ]] && compgen -G "$dir/lib/libcublas.so.*" > /dev/null; then
+      CUBLAS_ROOT=$dir
+      break
+    fi
+  done
+fi
+for root in "$CUDNN_ROOT" "$NCCL_ROOT" "$CUBLAS_ROOT"; do
   [[ -n "$root" && -d "$root/lib" ]] && export LD_LIBRARY_PATH="$root/lib:${LD_LIBRARY_PATH:-}"
   # Wheels ship only the versioned library; the linker wants the plain name.
   if [[ -n "$root" && -d "$root/lib" ]]; then
@@ -79,11 +96,16 @@ for root in "$CUDNN_ROOT" "$NCCL_ROOT"; do
   fi
 done
 
+if [[ -n "$CUBLAS_ROOT" ]]; then
+  CUBLAS_ARGS=(-DCUDA_cublas_LIBRARY="$CUBLAS_ROOT/lib/libcublas.so" -DCUDA_cublasLt_LIBRARY="$CUBLAS_ROOT/lib/libcublasLt.so"
+    -DCMAKE_CXX_FLAGS="-isystem $CUBLAS_ROOT/include" -DCMAKE_CUDA_FLAGS="-isystem $CUBLAS_ROOT/include")
+fi
+
 DEVICE=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)
 {
   echo "GPU check: ${DEVICE:-unknown device}"
   echo "nvcc: $("$NVCC" --version | tail -n 1)"
-  echo "cuDNN: ${CUDNN_ROOT:-beside the toolkit}; NCCL: ${NCCL_ROOT:-beside the toolkit}"
+  echo "cuDNN: ${CUDNN_ROOT:-beside the toolkit}; NCCL: ${NCCL_ROOT:-beside the toolkit}; cuBLAS: ${CUBLAS_ROOT:-beside the toolkit}"
   echo "torch: $("$SEG_PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'not found')"
   echo
 } | tee "$LOG/header.txt" >&2
@@ -91,7 +113,8 @@ DEVICE=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,no
 # ---- phases -----------------------------------------------------------------------------
 do_build() {
   step "configure" cmake -S "$ROOT" -B "$BUILD" -DSEG_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
-    ${CUDNN_ROOT:+-DCUDNN_ROOT="$CUDNN_ROOT"} ${PREFIX:+-DSEG_DEPS_PREFIX="$PREFIX"} &&
+    ${CUDNN_ROOT:+-DCUDNN_ROOT="$CUDNN_ROOT"} ${PREFIX:+-DSEG_DEPS_PREFIX="$PREFIX"} "${CUBLAS_ARGS[@]}" \
+    -DSEG_PYTHON3="$(command -v "$SEG_PYTHON")" -DSEG_WERROR=OFF &&  # another compiler, other warnings
     step "build" cmake --build "$BUILD" -j "$JOBS"
 }
 
@@ -100,6 +123,9 @@ do_test() {
   # Batch norm's own kernels (eval backward, large tensors) through every batch-norm parity case.
   step "parity: batch norm through our own kernels" env SEG_BN_OWN_KERNELS=1 SEG_PARITY_OPS=batch_norm2d \
     "$BUILD/tests/test_cuda_parity"
+}
+
+do_cputest() {
   step "cpu tests (ctest -L cpu)" ctest --test-dir "$BUILD" -L cpu --output-on-failure -j 8
 }
 
@@ -136,10 +162,11 @@ do_bench() {
 case "$PHASE" in
   build) do_build ;;
   test) do_test ;;
-  sanitize) do_sanitize ;;
   bench) do_bench ;;
-  all) do_build && { do_test; do_sanitize; do_bench; } ;;
-  *) echo "usage: $0 [all|build|test|sanitize|bench]" >&2; exit 2 ;;
+  sanitize) do_sanitize ;;
+  cputest) do_cputest ;;
+  all) do_build && { do_test; do_bench; do_sanitize; do_cputest; } ;;
+  *) echo "usage: $0 [all|build|test|bench|sanitize|cputest]" >&2; exit 2 ;;
 esac
 
 # ---- the table ---------------------------------------------------------------------------

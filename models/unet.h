@@ -46,6 +46,7 @@ class Down : public nn::Module {
 class Up : public nn::Module {
  public:
   Up(int64_t in, int64_t out, bool bilinear, bool bias, Generator& gen);
+  using nn::Module::forward;  // the single-input form throws: Up takes two inputs
   // x: the coarser map to upsample; skip: the encoder map of the finer level.
   Tensor forward(const Tensor& x, const Tensor& skip);
   std::shared_ptr<nn::Module> up;

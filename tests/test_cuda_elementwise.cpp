@@ -197,7 +197,7 @@ TEST_CASE("fill: every dtype, contiguous and strided views, the value converted 
   const Shape shape = {37, 61, 53};
   for (DType dt : kAllDTypes) {
     for (double v : values) {
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       CAPTURE(v);
       for (int layout = 0; layout < 4; ++layout) {
         CAPTURE(layout);
@@ -238,8 +238,8 @@ TEST_CASE("copy: every dtype pair, exactly the CPU's conversions") {
     const Tensor spec_cpu = is_floating(s) ? specials.to(s) : Tensor();
     const Tensor spec_gpu = is_floating(s) ? spec_cpu.to(gpu) : Tensor();
     for (DType d : kAllDTypes) {
-      CAPTURE(dtype_name(s));
-      CAPTURE(dtype_name(d));
+      CAPTURE(std::string(dtype_name(s)));
+      CAPTURE(std::string(dtype_name(d)));
       const Tensor src_cpu = (d == DType::u8 && is_floating(s) ? values_u8 : values).to(s);
       const Tensor src_gpu = src_cpu.to(gpu);
       const std::string pair = std::string(dtype_name(s)) + " -> " + dtype_name(d);
@@ -286,7 +286,7 @@ TEST_CASE("copy: same-dtype layouts (tiled transposes, rows, broadcasts) on larg
   if (!have_gpu()) return;
   const Device gpu = gpu_device();
   for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::u8}) {
-    CAPTURE(dtype_name(dt));
+    CAPTURE(std::string(dtype_name(dt)));
     const Tensor c = u8_safe(convertible_values({5, 67, 129, 71}, 3)).to(dt);
     const Tensor g = c.to(gpu);
     const std::vector<std::vector<int>> perms = {
@@ -329,7 +329,7 @@ TEST_CASE("arange: every dtype, as the CPU rounds start + i * step") {
                           {0, 1, 1}};
   for (DType dt : kAllDTypes) {
     for (const Range& r : ranges) {
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       CAPTURE(r.start);
       CAPTURE(r.step);
       check_identical(arange(r.start, r.end, r.step, dt), arange(r.start, r.end, r.step, dt, gpu),
@@ -345,7 +345,7 @@ TEST_CASE("random: uniform and bernoulli bit-identical to the CPU, normal within
   const int64_t sizes[] = {1, 3, 5, 1001, (1 << 20) + 3};
   for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
     for (int64_t n : sizes) {
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       CAPTURE(n);
       Generator gc(77 + static_cast<uint64_t>(n)), gg(77 + static_cast<uint64_t>(n));
       gc.next_call();  // start at a call counter other than 0
@@ -382,9 +382,11 @@ TEST_CASE("random: uniform and bernoulli bit-identical to the CPU, normal within
           }
         }
         CHECK(bad == 0);
-        // Differences are rare (a 1-ulp disagreement of the f64 libraries that crosses an f32
-        // rounding boundary): at least 99% of the values of a large draw are identical.
-        if (a.size() >= 1000) CHECK(exact * 100 >= static_cast<int64_t>(a.size()) * 99);
+        // Narrowed dtypes: differences are rare (a 1-ulp disagreement of the f64 libraries that
+        // crosses a rounding boundary), so at least 99% of the values of a large draw are
+        // identical. f64 shows the disagreement itself: on an H200, 88-89% were identical.
+        if (a.size() >= 1000 && dt != DType::f64)
+          CHECK(exact * 100 >= static_cast<int64_t>(a.size()) * 99);
         CHECK(gc.calls() == gg.calls());
       }
     }
@@ -398,7 +400,7 @@ TEST_CASE("random: uniform and bernoulli bit-identical to the CPU, normal within
   // A misaligned contiguous destination (one element into its storage, drawn in place): the
   // element-wise stores of the 4-element (32-bit draws) and 2-element (f64 uniform) groups.
   for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
-    CAPTURE(dtype_name(dt));
+    CAPTURE(std::string(dtype_name(dt)));
     Generator gc2(6), gg2(6);
     Tensor c2 = zeros({1003}, dt), g2 = zeros({1003}, dt, gpu);
     c2.narrow(0, 1, 1001).uniform_(gc2, -1.0, 1.0);
@@ -432,7 +434,7 @@ TEST_CASE("argmax: first maximum on ties, NaN largest (the first NaN), every lay
     for (DType dt : {DType::f32, DType::f64, DType::i32, DType::u8}) {
       CAPTURE(shape_str(c.shape));
       CAPTURE(c.dim);
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       // Few distinct values: many ties.
       Generator gen(9);
       Tensor v = empty(c.shape, DType::f64);
@@ -481,7 +483,7 @@ TEST_CASE("sum: dim sets on large odd shapes, every dtype, deterministic") {
     for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64}) {
       CAPTURE(shape_str(c.shape));
       CAPTURE(c.dims.size());
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       Generator gen(3);
       Tensor v = empty(c.shape, DType::f64);
       v.uniform_(gen, -100.0, 100.0);
@@ -679,7 +681,7 @@ TEST_CASE(
                                      {8191}, {8193}, {65542}, {2, 3, 37, 61}};
   for (DType dt : {DType::f32, DType::f64}) {
     for (const OptimCase& oc : optim_cases()) {
-      CAPTURE(dtype_name(dt));
+      CAPTURE(std::string(dtype_name(dt)));
       CAPTURE(oc.name);
       Generator gen(21);
       std::vector<Tensor> pc, pg;
@@ -748,8 +750,8 @@ TEST_CASE(
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Kind& k : kinds) {
       for (int64_t offset : {0, 1}) {  // offset 1: no buffer is 16-byte aligned (scalar path)
-        CAPTURE(dtype_name(dt));
-        CAPTURE(optim_kind_name(k.kind));
+        CAPTURE(std::string(dtype_name(dt)));
+        CAPTURE(std::string(optim_kind_name(k.kind)));
         CAPTURE(offset);
         Generator gen(8);
         // Five buffers per parameter: param, grad and three states (non-negative second moments).

@@ -253,6 +253,35 @@ TEST_CASE("step: in place, no graph, version bumped, parameters without gradient
   CHECK(opt.param_step(0, 0) == 2);
 }
 
+// An empty parameter has no data: its gradient and state views are undefined in the kernel call,
+// which must skip it and still update the others of the same call.
+TEST_CASE("step: an empty parameter beside others, every optimiser") {
+  const auto run = [](auto make) {
+    Tensor e = zeros({0, 3}).set_requires_grad(true);
+    Tensor a = param({1.0, -2.0}, {2}, DType::f32);
+    auto opt = make(std::vector<Tensor>{e, a});
+    for (int step = 0; step < 2; ++step) {
+      e.set_grad(zeros({0, 3}));
+      set_grad(a, {0.5, 0.25});
+      opt->step();
+    }
+    CHECK(e.numel() == 0);
+    const std::vector<float> v = to_vector<float>(a);
+    CHECK(v[0] < 1.0f);
+    CHECK(v[1] < -2.0f);
+  };
+  run([](std::vector<Tensor> p) {
+    return std::make_unique<SGD>(p, SGDOptions{.lr = 0.1, .momentum = 0.9});
+  });
+  run([](std::vector<Tensor> p) {
+    return std::make_unique<RMSprop>(p, RMSpropOptions{.lr = 0.1, .momentum = 0.9, .centered = true});
+  });
+  run([](std::vector<Tensor> p) {
+    return std::make_unique<Adam>(p, AdamOptions{.lr = 0.1, .amsgrad = true});
+  });
+  run([](std::vector<Tensor> p) { return std::make_unique<AdamW>(p, AdamWOptions{.lr = 0.1}); });
+}
+
 TEST_CASE("step: the gradient from backward, and a non-contiguous parameter") {
   // loss = sum(w * x): the gradient of w is x.
   Tensor w = param({1.0, 2.0, 3.0}, {3});

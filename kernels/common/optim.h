@@ -26,6 +26,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -86,6 +88,48 @@ struct OptimKernels {
   void (*step)(const ExecContext& ctx, OptimKind kind, const OptimHyper& hyper,
                const OptimTensor* tensors, int64_t count);
 };
+
+// The checks both backends make before a step (host code). The optimiser guarantees them; a
+// violation is a bug in the caller, reported naming the tensor's index in the call. An empty
+// parameter (numel 0) has no data, so it may come with undefined grad and state views: it is
+// skipped by the update and needs only the call's dtype.
+inline void check_optim_tensors(OptimKind kind, const OptimHyper& h, const OptimTensor* tensors,
+                                int64_t count) {
+  const auto require = [kind](bool ok, int64_t k, const char* what) {
+    if (!ok) {
+      throw std::invalid_argument(std::string("optimizer_step (") + optim_kind_name(kind) +
+                                  "): tensor " + std::to_string(k) + ": " + what);
+    }
+  };
+  for (int64_t k = 0; k < count; ++k) {
+    const OptimTensor& t = tensors[k];
+    const int64_t n = t.param.numel();
+    require(t.param.dtype == tensors[0].param.dtype, k, "all parameters of one call share a dtype");
+    if (n == 0) continue;
+    require(t.param.is_contiguous() && t.grad.defined() && t.grad.is_contiguous() &&
+                t.grad.numel() == n && t.grad.dtype == t.param.dtype,
+            k, "param and grad must be contiguous, of one dtype and size");
+    for (const View* v : {&t.state0, &t.state1, &t.state2}) {
+      require(!v->defined() || (v->is_contiguous() && v->numel() == n && v->dtype == t.param.dtype),
+              k, "state must be contiguous and shaped like the parameter");
+    }
+    switch (kind) {
+      case OptimKind::sgd:
+        require(h.momentum == 0.0 || t.state0.defined(), k, "missing momentum buffer");
+        break;
+      case OptimKind::rmsprop:
+        require(t.state0.defined(), k, "missing square_avg");
+        require(!(h.momentum > 0.0) || t.state1.defined(), k, "missing momentum buffer");
+        require(!h.centered || t.state2.defined(), k, "missing grad_avg");
+        break;
+      case OptimKind::adam:
+      case OptimKind::adamw:
+        require(t.state0.defined() && t.state1.defined(), k, "missing exp_avg/exp_avg_sq");
+        require(!h.amsgrad || t.state2.defined(), k, "missing max_exp_avg_sq");
+        break;
+    }
+  }
+}
 
 // Arithmetic rounded once per operation, never contracted (see the design notes).
 template <class T>

@@ -114,42 +114,22 @@ void adam_tensor(const OptimHyper& h, const OptimScalars<T>& s, bool decoupled,
       f.maximize, f.l2_decay, f.decoupled, f.amsgrad);
 }
 
-void require(bool ok, OptimKind kind, int64_t index, const char* what) {
-  if (!ok) {
-    throw std::invalid_argument(std::string("optimizer_step (") + optim_kind_name(kind) +
-                                "): tensor " + std::to_string(index) + ": " + what);
-  }
-}
-
 template <class T>
 void step_typed(OptimKind kind, const OptimHyper& h, const OptimTensor* tensors, int64_t count) {
   const OptimScalars<T> s(h);
   for (int64_t k = 0; k < count; ++k) {
     const OptimTensor& t = tensors[k];
     const int64_t n = t.param.numel();
-    // The front-end guarantees these; a violation here is a bug in the caller, not user input.
-    require(t.param.is_contiguous() && t.grad.defined() && t.grad.is_contiguous() &&
-                t.grad.numel() == n && t.grad.dtype == t.param.dtype,
-            kind, k, "param and grad must be contiguous, of one dtype and size");
-    for (const View* v : {&t.state0, &t.state1, &t.state2}) {
-      require(!v->defined() || (v->is_contiguous() && v->numel() == n && v->dtype == t.param.dtype),
-              kind, k, "state must be contiguous and shaped like the parameter");
-    }
+    if (n == 0) continue;
     switch (kind) {
       case OptimKind::sgd:
-        require(h.momentum == 0.0 || t.state0.defined(), kind, k, "missing momentum buffer");
         sgd_tensor<T>(h, s, t, n);
         break;
       case OptimKind::rmsprop:
-        require(t.state0.defined(), kind, k, "missing square_avg");
-        require(!(h.momentum > 0.0) || t.state1.defined(), kind, k, "missing momentum buffer");
-        require(!h.centered || t.state2.defined(), kind, k, "missing grad_avg");
         rmsprop_tensor<T>(h, s, t, n);
         break;
       case OptimKind::adam:
       case OptimKind::adamw:
-        require(t.state0.defined() && t.state1.defined(), kind, k, "missing exp_avg/exp_avg_sq");
-        require(!h.amsgrad || t.state2.defined(), kind, k, "missing max_exp_avg_sq");
         adam_tensor<T>(h, s, kind == OptimKind::adamw, t, n);
         break;
     }
@@ -159,10 +139,8 @@ void step_typed(OptimKind kind, const OptimHyper& h, const OptimTensor* tensors,
 void step(const ExecContext&, OptimKind kind, const OptimHyper& hyper, const OptimTensor* tensors,
           int64_t count) {
   if (count <= 0) return;
+  check_optim_tensors(kind, hyper, tensors, count);
   const DType dtype = tensors[0].param.dtype;
-  for (int64_t k = 1; k < count; ++k) {
-    require(tensors[k].param.dtype == dtype, kind, k, "all parameters of one call share a dtype");
-  }
   SEG_CPU_DISPATCH_FLOAT(dtype, "optimizer_step", T,
                          { step_typed<T>(kind, hyper, tensors, count); });
 }

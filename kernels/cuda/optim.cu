@@ -170,13 +170,6 @@ __global__ void optim_step_kernel(const OptimEntry* __restrict__ table, int coun
   }
 }
 
-void require(bool ok, OptimKind kind, int64_t index, const char* what) {
-  if (!ok) {
-    throw std::invalid_argument(std::string("optimizer_step (") + optim_kind_name(kind) +
-                                "): tensor " + std::to_string(index) + ": " + what);
-  }
-}
-
 bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
@@ -260,36 +253,13 @@ void step(const ExecContext& ctx, OptimKind kind, const OptimHyper& h, const Opt
     throw std::invalid_argument(std::string("optimizer_step: dtype ") + dtype_name(dtype) +
                                 " is not supported on CUDA");
   }
-  // The CPU kernel's checks (the front-end guarantees them; a violation is a caller's bug).
+  check_optim_tensors(kind, h, tensors, count);
   std::vector<OptimEntry> table;
   table.reserve(static_cast<size_t>(count));
   int64_t chunks = 0;
   for (int64_t k = 0; k < count; ++k) {
     const OptimTensor& t = tensors[k];
     const int64_t n = t.param.numel();
-    require(t.param.dtype == dtype, kind, k, "all parameters of one call share a dtype");
-    require(t.param.is_contiguous() && t.grad.defined() && t.grad.is_contiguous() &&
-                t.grad.numel() == n && t.grad.dtype == dtype,
-            kind, k, "param and grad must be contiguous, of one dtype and size");
-    for (const View* v : {&t.state0, &t.state1, &t.state2}) {
-      require(!v->defined() || (v->is_contiguous() && v->numel() == n && v->dtype == dtype), kind,
-              k, "state must be contiguous and shaped like the parameter");
-    }
-    switch (kind) {
-      case OptimKind::sgd:
-        require(h.momentum == 0.0 || t.state0.defined(), kind, k, "missing momentum buffer");
-        break;
-      case OptimKind::rmsprop:
-        require(t.state0.defined(), kind, k, "missing square_avg");
-        require(!(h.momentum > 0.0) || t.state1.defined(), kind, k, "missing momentum buffer");
-        require(!h.centered || t.state2.defined(), kind, k, "missing grad_avg");
-        break;
-      case OptimKind::adam:
-      case OptimKind::adamw:
-        require(t.state0.defined() && t.state1.defined(), kind, k, "missing exp_avg/exp_avg_sq");
-        require(!h.amsgrad || t.state2.defined(), kind, k, "missing max_exp_avg_sq");
-        break;
-    }
     if (n == 0) continue;
     OptimEntry e{};
     e.param = t.param.data;
