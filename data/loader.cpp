@@ -186,7 +186,9 @@ void Loader::worker_loop() {
   }
 }
 
-void Loader::start_epoch(uint64_t epoch) {
+void Loader::start_epoch(uint64_t epoch, int64_t first_batch) {
+  SEG_CHECK(first_batch >= 0 && first_batch <= batches_per_epoch(), "loader: cannot start epoch ",
+            epoch, " at batch ", first_batch, " of ", batches_per_epoch());
   auto order =
       std::make_shared<const std::vector<int64_t>>(epoch_order(dataset_.size(), options_, epoch));
   {
@@ -196,7 +198,7 @@ void Loader::start_epoch(uint64_t epoch) {
     epoch_ = epoch;
     order_ = std::move(order);
     num_batches_ = batches_per_epoch();
-    next_claim_ = next_deliver_ = 0;
+    next_claim_ = next_deliver_ = first_batch;
     active_ = true;
     started_ = true;
   }

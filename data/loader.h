@@ -83,8 +83,9 @@ class Loader {
   int64_t samples_per_epoch() const;  // this rank's, including padding, before drop_last
   const LoaderOptions& options() const { return options_; }
 
-  // Starts an epoch (abandoning one in flight); next() then gives its batches in order.
-  void start_epoch(uint64_t epoch);
+  // Starts an epoch (abandoning one in flight); next() then gives its batches in order, from batch
+  // `first_batch` (a resumed run continues mid-epoch without making the batches before it).
+  void start_epoch(uint64_t epoch, int64_t first_batch = 0);
   // The next batch of the current epoch; nullopt at its end. Rethrows a worker's error.
   std::optional<Batch> next();
 

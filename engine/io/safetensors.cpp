@@ -6,6 +6,8 @@
 // section (overlaps, holes, trailing bytes).
 #include "engine/io/safetensors.h"
 
+#include "engine/io/atomic_file.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -155,9 +157,6 @@ void check_tiling(const std::filesystem::path& path, const std::vector<Safetenso
 }
 
 // Writes all of [data, data + n) or returns false.
-bool write_all(std::FILE* f, const void* data, size_t n) {
-  return n == 0 || std::fwrite(data, 1, n, f) == n;
-}
 
 }  // namespace
 
@@ -220,36 +219,13 @@ void save_safetensors(const std::filesystem::path& path, const NamedTensors& ten
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t length = text.size();
 
-  const std::string tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  SEG_CHECK(f != nullptr, where, "cannot create the temporary file ", tmp, ": ",
-            std::strerror(errno));
-  auto fail = [&](const std::string& what) {
-    const std::string reason = std::strerror(errno);
-    if (f) std::fclose(f);
-    std::remove(tmp.c_str());
-    SEG_CHECK(false, where, what, " ", tmp, " failed: ", reason,
-              " (the previous file, if any, is unchanged)");
-  };
-  if (!write_all(f, &length, sizeof(length)) || !write_all(f, text.data(), text.size())) {
-    fail("writing the header to");
-  }
+  AtomicFile file(path, "safetensors file");
+  file.write(&length, sizeof(length));
+  file.write(text);
   for (const Tensor& t : host) {
-    const size_t nbytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
-    if (!write_all(f, t.data_ptr(), nbytes)) fail("writing tensor data to");
+    file.write(t.data_ptr(), static_cast<size_t>(t.numel()) * dtype_size(t.dtype()));
   }
-  if (std::fflush(f) != 0 || ::fsync(::fileno(f)) != 0) fail("flushing");
-  const int close_rc = std::fclose(f);
-  f = nullptr;
-  if (close_rc != 0) fail("closing");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming into place");
-  // Make the rename itself durable (best effort: some file systems refuse fsync on directories).
-  std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
-  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir_fd >= 0) {
-    (void)::fsync(dir_fd);
-    ::close(dir_fd);
-  }
+  file.commit();
 }
 
 // ---------------------------------------------------------------------------------------------

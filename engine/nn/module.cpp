@@ -2,6 +2,7 @@
 #include "engine/nn/module.h"
 
 #include <set>
+#include <algorithm>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -82,7 +83,8 @@ LoadReport load_into(Module& module, const StateDict& dict, bool strict,
     if (!own_names.count(name)) report.unexpected.push_back(name);
   }
 
-  SEG_CHECK(!strict || report.ok(), where, " (strict) failed, nothing was changed: ", report.str());
+  SEG_CHECK(!strict || report.ok(), where, " (strict) failed, nothing was changed: ", report.str(),
+            "\n", report.table());
   NoGradGuard no_grad;
   for (auto& [dst, src] : copies) {
     if (dst.numel() > 0) dst.copy_(src.detach().to(dst.device()));
@@ -118,6 +120,38 @@ std::string LoadReport::str() const {
          << dtype_name(m.got);
     }
   }
+  return os.str();
+}
+
+std::string LoadReport::table() const {
+  struct Row {
+    std::string name, module, dict, problem;
+  };
+  std::vector<Row> rows;
+  for (const ShapeMismatch& m : shape_mismatched) {
+    rows.push_back({m.name, shape_str(m.expected), shape_str(m.got), "shape differs"});
+  }
+  for (const DTypeMismatch& m : dtype_mismatched) {
+    rows.push_back({m.name, dtype_name(m.expected), dtype_name(m.got), "dtype differs"});
+  }
+  for (const std::string& n : missing) rows.push_back({n, "present", "-", "missing from the dict"});
+  for (const std::string& n : unexpected) rows.push_back({n, "-", "present", "not in the module"});
+  if (rows.empty()) return "";
+  Row head{"tensor", "module", "dict", "problem"};
+  size_t w[3] = {head.name.size(), head.module.size(), head.dict.size()};
+  for (const Row& r : rows) {
+    w[0] = std::max(w[0], r.name.size());
+    w[1] = std::max(w[1], r.module.size());
+    w[2] = std::max(w[2], r.dict.size());
+  }
+  std::ostringstream os;
+  auto line = [&](const Row& r) {
+    os << "  " << r.name << std::string(w[0] - r.name.size() + 2, ' ') << r.module
+       << std::string(w[1] - r.module.size() + 2, ' ') << r.dict
+       << std::string(w[2] - r.dict.size() + 2, ' ') << r.problem << "\n";
+  };
+  line(head);
+  for (const Row& r : rows) line(r);
   return os.str();
 }
 

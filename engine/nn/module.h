@@ -59,6 +59,9 @@ struct LoadReport {
   // "loaded 12 of 14; missing: a.weight, ...; unexpected: ...; shape mismatched: fc.weight: module
   // (10,64), dict (3,64); ..." (every name listed).
   std::string str() const;
+  // One row per problem (shape or dtype mismatch, missing, unexpected), aligned in columns
+  // "tensor  module  dict  problem"; empty when ok().
+  std::string table() const;
 };
 
 class Module {
