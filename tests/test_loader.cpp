@@ -405,6 +405,32 @@ TEST_CASE("Cityscapes datasets through the loader: same batches with 1 and 3 wor
   } catch (const std::exception& ex) {
     e = ex.what();
   }
-  CHECK(contains(
-      e, "sample 2 (" + broken.string() + "): " + broken.string() + ": truncated PNG"));
+  CHECK(contains(e, "sample 2 (" + broken.string() + "): " + broken.string() + ": truncated PNG"));
+}
+
+TEST_CASE("an epoch started mid-way gives the same batches without making the earlier ones") {
+  ToyDataset ds(23, 1);
+  for (int workers : {0, 2}) {
+    CAPTURE(workers);
+    LoaderOptions o = opts(3, workers, true);
+    Loader whole(ds, o);
+    std::vector<Batch> all;
+    whole.start_epoch(4);
+    while (auto b = whole.next()) all.push_back(std::move(*b));
+    REQUIRE(all.size() == 8);
+    const int64_t calls_before = ds.calls();
+    Loader resumed(ds, o);
+    resumed.start_epoch(4, 5);
+    for (size_t b = 5; b < all.size(); ++b) {
+      std::optional<Batch> got = resumed.next();
+      REQUIRE(got.has_value());
+      CHECK(got->index == static_cast<int64_t>(b));
+      CHECK(got->samples == all[b].samples);
+    }
+    CHECK_FALSE(resumed.next().has_value());
+    CHECK(ds.calls() - calls_before == 23 - 15);  // batches 0..4 (15 samples) were never made
+    resumed.start_epoch(4, 8);                    // at the end: an empty epoch
+    CHECK_FALSE(resumed.next().has_value());
+    CHECK(contains(error_of([&] { resumed.start_epoch(4, 9); }), "at batch 9 of 8"));
+  }
 }

@@ -73,6 +73,7 @@ int64_t count_parameters(const nn::Module& module) {
 
 SegmentationExperiment read_segmentation_experiment(Config& c) {
   SegmentationExperiment ex;
+  ex.description = c.get_string("description", "");
   // model
   ex.arch = c.require_string("model.arch", {"unet", "deeplabv3"});
   ex.num_classes = c.get_int("model.num_classes", 19, 1, 255);

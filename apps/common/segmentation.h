@@ -3,6 +3,7 @@
 // train_deeplab and evaluate, so that one config file drives training and evaluation alike.
 //
 // Config keys (configs/*.json; defaults in read_segmentation_experiment):
+//   description                free text (what the config reproduces), printed at the start
 //   model.arch                 "unet" | "deeplabv3"
 //   model.num_classes          19
 //   model.unet.*               base_channels 64, depth 4, bilinear false, conv_bias true
@@ -47,6 +48,7 @@
 namespace seg::app {
 
 struct SegmentationExperiment {
+  std::string description;  // free text, printed at the start
   // model
   std::string arch;
   int64_t num_classes = 19;
@@ -105,6 +107,8 @@ class SegmentationModel {
   // without that split has every parameter in the first group and none in the second.
   virtual std::vector<Tensor> backbone_parameters() = 0;
   virtual std::vector<Tensor> head_parameters() = 0;
+  // How the network's own logits are resized to the labels (bilinear, PyTorch's align_corners).
+  virtual bool align_corners() const { return false; }
   // Random streams the forward pass draws from (dropout), for checkpoints.
   virtual std::vector<std::pair<std::string, Generator*>> generators() { return {}; }
   virtual std::string describe() const = 0;

@@ -88,7 +88,7 @@ EvaluationResult evaluate_segmentation(
     const Tensor images = batch->at("image").to(device);
     const Tensor labels = batch->at("label").to(device);
     const SegmentationModel::Output out = model.forward(images, upsample);
-    accumulate_confusion(confusion, out.out, labels, kIgnoreIndex);
+    accumulate_confusion(confusion, out.out, labels, kIgnoreIndex, model.align_corners());
     if (want_loss) {
       CrossEntropyOptions ce;
       ce.ignore_index = kIgnoreIndex;
@@ -167,6 +167,7 @@ struct Trainer {
     }
     TrainProgress& p = state.progress;
 
+    if (!ex.description.empty()) std::printf("%s\n", ex.description.c_str());
     std::printf("%s on %s\n", model->describe().c_str(), device.describe().c_str());
     std::printf(
         "train: %lld images, %lld batches of %lld per epoch, %lld iterations (%lld epochs); "
