@@ -97,6 +97,11 @@ void check_unet(const std::string& file, bool bilinear) {
   for (auto& [name, p] : net.named_parameters())
     check_close(p.grad(), ref, "grad." + name, kF64Tolerance);
   for (auto& [name, b] : net.named_buffers()) check_close(b, ref, "after." + name, kF64Tolerance);
+
+  // Evaluation with the running statistics the training forward left.
+  net.eval();
+  NoGradGuard no_grad;
+  check_close(net.forward(ref.get("input")), ref, "eval.output", kF64Tolerance);
 }
 
 // ---- ResNet / DeepLabv3 ----
@@ -203,6 +208,36 @@ TEST_CASE(
 
 TEST_CASE("UNet (bilinear up) matches Pytorch-UNet: names, output, gradients, BN statistics") {
   check_unet("unet_bilinear.safetensors", true);
+}
+
+TEST_CASE("UNet defaults are Pytorch-UNet's UNet(3, 19): transposed-conv up, 64..1024 channels") {
+  // FINDINGS.md: UNet(n_channels=3, n_classes=19, bilinear=False); the width multiplier is
+  // base_channels (64 = the paper's). Names and shapes against Pytorch-UNet at full size.
+  const models::UNetOptions defaults;
+  CHECK(defaults.in_channels == 3);
+  CHECK(defaults.num_classes == 19);
+  CHECK(defaults.base_channels == 64);
+  CHECK(defaults.depth == 4);
+  CHECK_FALSE(defaults.bilinear);
+  if (!test::have_reference("unet_full_shapes.safetensors")) return;
+  Reference ref("unet_full_shapes.safetensors");
+  for (bool bilinear : {false, true}) {
+    CAPTURE(bilinear);
+    models::UNetOptions o;
+    o.bilinear = bilinear;
+    Generator gen(0);
+    models::UNet net(o, gen);
+    const std::string prefix = bilinear ? "bilinear." : "transposed.";
+    const nn::StateDict expected = ref.with_prefix(prefix);
+    const nn::StateDict ours = net.state_dict();
+    CHECK(ours.size() == expected.size());
+    for (const auto& [name, t] : ours) {
+      CAPTURE(name);
+      REQUIRE(ref.has(prefix + name));
+      std::vector<int64_t> dims = to_vector<int64_t>(ref.get(prefix + name));
+      CHECK(Shape(dims.begin(), dims.end()) == t.sizes());
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
