@@ -1,8 +1,9 @@
 """UNet reference: Pytorch-UNet's modules (the 2020 version the study ran: 3x3 convs with bias),
 written out here since the package is not in Debian. For a small UNet (base 4 channels, depth 4)
 in f64, transposed-conv and bilinear variants, on an odd-sized input so that the skip padding is
-exercised: the state_dict, the input, the training-mode output, and the gradients of
-L = sum(out * r) with respect to the input and every parameter.
+exercised: the state_dict, the input, the training-mode output, the gradients of L = sum(out * r)
+with respect to the input and every parameter, the buffers after that forward, and the eval-mode
+output with those running statistics. Also the names and shapes of the full-size UNet(3, 19).
 """
 import argparse
 import os
@@ -115,9 +116,19 @@ def main():
         for name, p in net.named_parameters():
             tensors["grad." + name] = p.grad
         for name, b in net.named_buffers():
-            tensors["after." + name] = b
+            tensors["after." + name] = b.clone()
+        net.eval()  # with the running statistics the training forward left
+        with torch.no_grad():
+            tensors["eval.output"] = net(x.detach())
         name = "unet_bilinear.safetensors" if bilinear else "unet_transposed.safetensors"
         st_io.save(tensors, os.path.join(args.out, name))
+    # The study's full-size UNet(3, 19) in both variants: every state_dict name with its shape.
+    shapes = {}
+    for bilinear in (False, True):
+        variant = "bilinear." if bilinear else "transposed."
+        for name, t in UNet(3, 19, bilinear, 64).state_dict().items():
+            shapes[variant + name] = torch.tensor(list(t.shape), dtype=torch.int64)
+    st_io.save(shapes, os.path.join(args.out, "unet_full_shapes.safetensors"))
 
 
 if __name__ == "__main__":
