@@ -1,7 +1,8 @@
 // make_synthetic_cityscapes: writes a synthetic dataset in the layout and naming of Cityscapes
 // (data/synthetic_cityscapes.h), so that every app runs end to end without the real data.
 //
-//   make_synthetic_cityscapes --out DIR [--width 256] [--height 128] [--train 6] [--val 3] [--test 0]
+//   make_synthetic_cityscapes --out DIR [--width 256] [--height 128] [--train 6] [--val 3] [--test
+//   0]
 //                             [--seed 0] [--threads 0] [--no-sequences]
 //
 // Argument parsing lives in the library (parse_synthetic_cityscapes_args) so that its errors are
@@ -35,27 +36,31 @@ int main(int argc, char** argv) {
     return 0;
   }
   const SyntheticOptions& o = cl.options;
-  std::printf("make_synthetic_cityscapes: %d train, %d val, %d test images of %dx%d%s, seed %llu, into %s\n",
-              o.num_train, o.num_val, o.num_test, o.width, o.height,
-              o.sequences ? " with 30-frame snippets" : " (no sequences)", static_cast<unsigned long long>(o.seed),
-              o.out_dir.string().c_str());
+  std::printf(
+      "make_synthetic_cityscapes: %d train, %d val, %d test images of %dx%d%s, seed %llu, into "
+      "%s\n",
+      o.num_train, o.num_val, o.num_test, o.width, o.height,
+      o.sequences ? " with 30-frame snippets" : " (no sequences)",
+      static_cast<unsigned long long>(o.seed), o.out_dir.string().c_str());
   std::fflush(stdout);
   // Progress: rewritten in place on a terminal, otherwise one line per 10%.
   const bool tty = ::isatty(2) != 0;
   const auto start = std::chrono::steady_clock::now();
   int64_t last_decile = 0;
   auto progress = [&](int64_t done, int64_t total) {
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double eta =
+        done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
     const int64_t decile = done * 10 / total;
     if (tty) {
-      std::fprintf(stderr, "\r  %lld/%lld images (%3.0f%%), %.1f s elapsed, %.1f s left   ", static_cast<long long>(done),
-                   static_cast<long long>(total), 100.0 * static_cast<double>(done) / static_cast<double>(total), elapsed,
-                   eta);
+      std::fprintf(stderr, "\r  %lld/%lld images (%3.0f%%), %.1f s elapsed, %.1f s left   ",
+                   static_cast<long long>(done), static_cast<long long>(total),
+                   100.0 * static_cast<double>(done) / static_cast<double>(total), elapsed, eta);
       if (done == total) std::fprintf(stderr, "\n");
     } else if (decile > last_decile || done == total) {
-      std::fprintf(stderr, "  %lld/%lld images, %.1f s elapsed, %.1f s left\n", static_cast<long long>(done),
-                   static_cast<long long>(total), elapsed, eta);
+      std::fprintf(stderr, "  %lld/%lld images, %.1f s elapsed, %.1f s left\n",
+                   static_cast<long long>(done), static_cast<long long>(total), elapsed, eta);
     }
     last_decile = decile;
   };
@@ -75,8 +80,9 @@ int main(int argc, char** argv) {
                   s.cities[static_cast<size_t>(k)]);
   }
   std::printf("\n      %lld PNG files, %.1f MB, %.1f s with %d threads (%.2f s per image%s)\n",
-              static_cast<long long>(s.files), static_cast<double>(s.bytes) / 1e6, s.seconds, s.threads,
-              s.seconds * s.threads / std::max(1, total_images), o.sequences ? ", 30 frames each" : "");
+              static_cast<long long>(s.files), static_cast<double>(s.bytes) / 1e6, s.seconds,
+              s.threads, s.seconds * s.threads / std::max(1, total_images),
+              o.sequences ? ", 30 frames each" : "");
   // Share of the annotated pixels per class (what a segmentation model will see).
   int64_t pixels = 0;
   for (int64_t p : s.label_pixels) pixels += p;
@@ -91,7 +97,8 @@ int main(int argc, char** argv) {
   int64_t ignored = 0;
   for (int id = 0; id < kNumLabelIds; ++id)
     if (train_id_of(id) == kIgnoreLabel) ignored += s.label_pixels[static_cast<size_t>(id)];
-  std::printf("\n        ignored (void ids, trainId 255) %.2f%%\n",
-              100.0 * static_cast<double>(ignored) / static_cast<double>(std::max<int64_t>(pixels, 1)));
+  std::printf(
+      "\n        ignored (void ids, trainId 255) %.2f%%\n",
+      100.0 * static_cast<double>(ignored) / static_cast<double>(std::max<int64_t>(pixels, 1)));
   return 0;
 }

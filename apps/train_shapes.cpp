@@ -5,8 +5,8 @@
 //   train_shapes [--config FILE] [--steps N] [--batch N] [--size PIXELS] [--width CHANNELS]
 //                [--depth N] [--lr LR] [--seed S] [--log-every N]
 //
-// --config reads a JSON object whose keys are the option names ("steps", "log-every", ...) and whose
-// values are numbers (configs/train_shapes.json); options on the command line override it. An
+// --config reads a JSON object whose keys are the option names ("steps", "log-every", ...) and
+// whose values are numbers (configs/train_shapes.json); options on the command line override it. An
 // unknown key or a value that is not a number is an error naming the key and the file.
 #include <chrono>
 #include <cstdio>
@@ -52,7 +52,8 @@ std::map<std::string, std::string> read_config(const std::string& path) {
   SEG_CHECK(j.is_object(), "train_shapes: ", path, " must hold a JSON object");
   std::map<std::string, std::string> values;
   for (const auto& [key, value] : j.items()) {
-    SEG_CHECK(value.is_number(), "train_shapes: ", path, ": key '", key, "' must be a number, got ", value.dump());
+    SEG_CHECK(value.is_number(), "train_shapes: ", path, ": key '", key, "' must be a number, got ",
+              value.dump());
     values[key] = value.dump();
   }
   return values;
@@ -65,12 +66,14 @@ Args parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string key = argv[i];
     if (key == "--help" || key == "-h") {
-      std::printf("usage: %s [--config FILE] [--steps N] [--batch N] [--size PIXELS] [--width CHANNELS] "
-                  "[--depth N] [--lr LR] [--seed S] [--log-every N]\n", argv[0]);
+      std::printf(
+          "usage: %s [--config FILE] [--steps N] [--batch N] [--size PIXELS] [--width CHANNELS] "
+          "[--depth N] [--lr LR] [--seed S] [--log-every N]\n",
+          argv[0]);
       std::exit(0);
     }
-    SEG_CHECK(key.rfind("--", 0) == 0 && i + 1 < argc, "train_shapes: expected --option value, got '",
-              key, "'");
+    SEG_CHECK(key.rfind("--", 0) == 0 && i + 1 < argc,
+              "train_shapes: expected --option value, got '", key, "'");
     if (key == "--config") {
       config = argv[++i];
     } else {
@@ -93,7 +96,8 @@ Args parse_args(int argc, char** argv) {
         field = static_cast<std::decay_t<decltype(field)>>(std::stoll(it->second));
       }
     } catch (const std::exception&) {
-      throw Error(std::string("train_shapes: --") + name + ": '" + it->second + "' is not a number");
+      throw Error(std::string("train_shapes: --") + name + ": '" + it->second +
+                  "' is not a number");
     }
     values.erase(it);
   };
@@ -107,21 +111,26 @@ Args parse_args(int argc, char** argv) {
   take("log-every", a.log_every);
   if (!values.empty()) {
     const std::string key = values.begin()->first;
-    throw Error("train_shapes: unknown " + (given.count(key) ? std::string("option --") : unknown_where) + key);
+    throw Error("train_shapes: unknown " +
+                (given.count(key) ? std::string("option --") : unknown_where) + key);
   }
-  SEG_CHECK(a.steps > 0 && a.batch > 0 && a.log_every > 0, "train_shapes: steps, batch and log-every must be > 0");
-  SEG_CHECK(a.size >= (int64_t{8} << a.depth), "train_shapes: --size ", a.size, " too small for depth ", a.depth);
+  SEG_CHECK(a.steps > 0 && a.batch > 0 && a.log_every > 0,
+            "train_shapes: steps, batch and log-every must be > 0");
+  SEG_CHECK(a.size >= (int64_t{8} << a.depth), "train_shapes: --size ", a.size,
+            " too small for depth ", a.depth);
   return a;
 }
 
-// Pixel accuracy and mean IoU of a held-out batch (cityscapesScripts' definitions, engine/metrics.h).
+// Pixel accuracy and mean IoU of a held-out batch (cityscapesScripts' definitions,
+// engine/metrics.h).
 SegmentationScores score(const Tensor& logits, const Tensor& labels) {
   return segmentation_scores(confusion_matrix(logits, labels));
 }
 
 int run(const Args& a) {
   Generator init_gen(a.seed);
-  models::UNet net({3, data::kShapesNumClasses, a.width, static_cast<int>(a.depth), false, true}, init_gen);
+  models::UNet net({3, data::kShapesNumClasses, a.width, static_cast<int>(a.depth), false, true},
+                   init_gen);
   Adam optimizer(net.parameters(), AdamOptions{.lr = a.lr});
   Generator data_gen(a.seed + 1000);
   Generator val_gen(a.seed + 2000);
@@ -129,11 +138,13 @@ int run(const Args& a) {
 
   int64_t params = 0;
   for (const Tensor& p : net.parameters()) params += p.numel();
-  std::printf("train_shapes: UNet depth %lld width %lld (%lld parameters), %lldx%lld images, batch %lld, "
-              "Adam lr %g, %lld steps on the CPU\n",
-              static_cast<long long>(a.depth), static_cast<long long>(a.width), static_cast<long long>(params),
-              static_cast<long long>(a.size), static_cast<long long>(a.size), static_cast<long long>(a.batch),
-              a.lr, static_cast<long long>(a.steps));
+  std::printf(
+      "train_shapes: UNet depth %lld width %lld (%lld parameters), %lldx%lld images, batch %lld, "
+      "Adam lr %g, %lld steps on the CPU\n",
+      static_cast<long long>(a.depth), static_cast<long long>(a.width),
+      static_cast<long long>(params), static_cast<long long>(a.size),
+      static_cast<long long>(a.size), static_cast<long long>(a.batch), a.lr,
+      static_cast<long long>(a.steps));
 
   double first_loss = 0.0, window_loss = 0.0, last_window = 0.0;
   int64_t window = 0;
@@ -157,7 +168,8 @@ int run(const Args& a) {
         NoGradGuard no_grad;
         s = score(net.forward(val.images), val.labels);
       }
-      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       last_window = window_loss / static_cast<double>(window);
       std::printf("step %5lld  loss %.4f  val pixel acc %.3f  val mIoU %.3f  %.1f images/s\n",
                   static_cast<long long>(step), last_window, s.pixel_accuracy, s.mean_iou,
@@ -167,8 +179,8 @@ int run(const Args& a) {
       window = 0;
     }
   }
-  std::printf("train_shapes: loss fell from %.4f (first step) to %.4f (last window), %.1fx lower\n", first_loss,
-              last_window, first_loss / last_window);
+  std::printf("train_shapes: loss fell from %.4f (first step) to %.4f (last window), %.1fx lower\n",
+              first_loss, last_window, first_loss / last_window);
   return 0;
 }
 

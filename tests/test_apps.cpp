@@ -20,8 +20,10 @@
 #include "apps/common/config.h"
 #include "apps/common/segmentation.h"
 #include "engine/autograd.h"
+#include "engine/io/safetensors.h"
 #include "engine/ops.h"
 #include "engine/train_state.h"
+#include "models/resnet.h"
 #include "tests/support/test_util.h"
 
 using namespace seg;
@@ -340,4 +342,70 @@ TEST_CASE("apps: errors name the file, key or option") {
     CHECK(m.status == 1);
     CHECK(contains(m.output, "none.json does not exist"));
   }
+}
+
+TEST_CASE("train_deeplab: ImageNet-style initialisation, dropout and aux head resume exactly") {
+  Fixture& f = fixture();
+  // A backbone state_dict under torchvision's names (what scripts/export_torchvision_resnet.py
+  // writes), with an fc to drop.
+  models::ResNetOptions ro;
+  ro.depth = 50;
+  ro.blocks = {1, 1, 1, 1};
+  ro.base_channels = 4;
+  ro.num_classes = 10;
+  Generator g(21);
+  models::ResNet resnet(ro, g);
+  const std::filesystem::path weights = f.dir / "resnet_small.safetensors";
+  resnet.save_state_dict(weights);
+  const std::filesystem::path config = f.dir / "deeplab.json";
+  std::ofstream(config) << R"({
+    "model": {"arch": "deeplabv3", "deeplabv3": {"preset": "torchvision", "backbone_depth": 50,
+              "blocks": [1, 1, 1, 1], "base_channels": 4, "aspp_channels": 8, "output_stride": 8,
+              "aux": true}},
+    "init": {"file": ")" + weights.string() +
+                               R"("},
+    "data": {"workers": 1, "crop": [32, 32], "scale": [0.75, 1.25], "flip": true},
+    "train": {"iterations": 6, "batch_size": 2, "val_batch_size": 4, "log_every": 1,
+              "val_every_iterations": 3, "val_every_epochs": 0, "seed": 5},
+    "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "head_lr_mult": 10},
+    "schedule": {"name": "poly"}
+  })";
+  const auto args = [&](const std::filesystem::path& run_dir) {
+    return std::vector<std::string>{"train_deeplab", "--config", config.string(), "--data",
+                                    f.data.string(), "--run",    run_dir.string()};
+  };
+  const Result a = run(args(f.dir / "deeplab_whole"));
+  REQUIRE_MESSAGE(a.status == 0, a.output);
+  // Every backbone tensor (the small ResNet's state_dict minus fc) was loaded.
+  int64_t backbone = 0;
+  for (const auto& [name, t] : resnet.state_dict()) backbone += name.rfind("fc.", 0) != 0;
+  CHECK_MESSAGE(contains(a.output, "into backbone.: loaded " + std::to_string(backbone) + " of " +
+                                       std::to_string(backbone) + " tensors; dropped (2): fc."),
+                a.output);
+  CHECK(contains(a.output, "aux head"));
+  CHECK(contains(a.output, "lr 0.01/0.1"));  // two parameter groups, the head at 10x
+
+  const Result b = run(args(f.dir / "deeplab_cut"), "iter 4/6");
+  CHECK_MESSAGE(b.status == 128 + SIGTERM, b.output);
+  const Result c = run({"train_deeplab", "--data", f.data.string(), "--run",
+                        (f.dir / "deeplab_cut").string(), "--resume"});
+  REQUIRE_MESSAGE(c.status == 0, c.output);
+  const std::vector<json> t1 = metrics(f.dir / "deeplab_whole", "train");
+  const std::vector<json> t2 = metrics(f.dir / "deeplab_cut", "train");
+  REQUIRE(t1.size() == 6);
+  REQUIRE(t2.size() == 6);
+  for (size_t i = 0; i < t1.size(); ++i) CHECK(essentials(t2[i]) == essentials(t1[i]));
+  CHECK(metrics(f.dir / "deeplab_cut", "val") == metrics(f.dir / "deeplab_whole", "val"));
+
+  // A file that lacks a backbone tensor: an error naming it, before anything runs.
+  NamedTensors partial;
+  for (const auto& [name, t] : resnet.state_dict()) {
+    if (name != "layer2.0.conv2.weight") partial.emplace_back(name, t);
+  }
+  save_safetensors(f.dir / "partial.safetensors", partial);
+  std::vector<std::string> bad = args(f.dir / "deeplab_partial");
+  bad.insert(bad.end(), {"--set", "init.file=" + (f.dir / "partial.safetensors").string()});
+  const Result d = run(bad);
+  CHECK(d.status == 1);
+  CHECK_MESSAGE(contains(d.output, "backbone.layer2.0.conv2.weight"), d.output);
 }

@@ -60,12 +60,15 @@ std::string range_text(T min, T max) {
   return "<= " + number_text(max);
 }
 
-// Leaf paths of an object (non-object values, and empty objects are skipped).
-void collect_leaves(const json& node, const std::string& prefix, std::vector<std::string>& out) {
+// Paths of the values no getter read: leaves, and objects that were not read whole (descending
+// into them); empty objects are skipped.
+void collect_unread(const json& node, const std::string& prefix, const std::set<std::string>& read,
+                    std::vector<std::string>& out) {
   for (const auto& [name, value] : node.items()) {
     const std::string path = prefix.empty() ? name : prefix + "." + name;
+    if (read.count(path)) continue;
     if (value.is_object()) {
-      collect_leaves(value, path, out);
+      collect_unread(value, path, read, out);
     } else {
       out.push_back(path);
     }
@@ -296,7 +299,8 @@ std::map<std::string, std::string> Config::get_string_map(
     if (!v->is_object()) fail(key, "must be an object of strings, got " + v->dump());
     out.clear();
     for (const auto& [name, value] : v->items()) {
-      if (!value.is_string()) fail(key + "." + name, "must be a string, got " + value.dump());
+      if (!value.is_string())
+        fail(key, "must map names to strings, got " + value.dump() + " for '" + name + "'");
       out[name] = value.get<std::string>();
     }
   }
@@ -305,15 +309,8 @@ std::map<std::string, std::string> Config::get_string_map(
 }
 
 void Config::check_all_read() const {
-  std::vector<std::string> leaves;
-  collect_leaves(root_, "", leaves);
   std::vector<std::string> unknown;
-  for (const std::string& leaf : leaves) {
-    const std::vector<std::string> parts = split_key(leaf);
-    bool read = false;
-    for (size_t n = parts.size(); n > 0 && !read; --n) read = read_.count(join(parts, n)) > 0;
-    if (!read) unknown.push_back(leaf);
-  }
+  collect_unread(root_, "", read_, unknown);
   if (unknown.empty()) return;
   std::string msg = "config: unknown key" + std::string(unknown.size() > 1 ? "s" : "") + ":";
   for (const std::string& key : unknown) {

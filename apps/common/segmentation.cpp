@@ -1,6 +1,8 @@
 #include "apps/common/segmentation.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
 
 #include "engine/error.h"
 
@@ -63,6 +65,42 @@ class UNetModel final : public SegmentationModel {
   models::UNet net_;
 };
 
+class DeepLabModel final : public SegmentationModel {
+ public:
+  DeepLabModel(const models::DeepLabV3Options& options, Generator& gen, uint64_t dropout_seed)
+      : net_(options, gen, std::make_shared<Generator>(dropout_seed)) {}
+  nn::Module& module() override { return net_; }
+  Output forward(const Tensor& images, bool upsample) override {
+    models::DeepLabOutput o = net_.forward_all(images, upsample);
+    return {o.out, o.aux};
+  }
+  std::vector<Tensor> backbone_parameters() override { return net_.backbone_parameters(); }
+  std::vector<Tensor> head_parameters() override { return net_.head_parameters(); }
+  bool align_corners() const override { return net_.options.align_corners; }
+  std::vector<std::pair<std::string, Generator*>> generators() override {
+    return {{"dropout", net_.dropout_generator.get()}};
+  }
+  std::string describe() const override {
+    const models::DeepLabV3Options& o = net_.options;
+    std::string rates;
+    for (int64_t r : models::deeplab_aspp_rates(o)) {
+      if (!rates.empty()) rates += ",";
+      rates += std::to_string(r);
+    }
+    char buf[256];
+    std::snprintf(
+        buf, sizeof(buf),
+        "DeepLabv3-ResNet%d (%s head, output stride %d, ASPP rates %s%s, %.2fM parameters)",
+        o.backbone_depth, o.layout == models::DeepLabLayout::study ? "study" : "torchvision",
+        o.output_stride, rates.c_str(), o.aux ? ", aux head" : "",
+        static_cast<double>(count_parameters(net_)) / 1e6);
+    return buf;
+  }
+
+ private:
+  models::DeepLabV3 net_;
+};
+
 }  // namespace
 
 int64_t count_parameters(const nn::Module& module) {
@@ -85,7 +123,56 @@ SegmentationExperiment read_segmentation_experiment(Config& c) {
     ex.unet.bilinear = c.get_bool("model.unet.bilinear", false);
     ex.unet.conv_bias = c.get_bool("model.unet.conv_bias", true);
   } else {
-    throw Error("config " + c.origin() + ": model.arch 'deeplabv3' is not available in this build");
+    const std::string preset =
+        c.get_string("model.deeplabv3.preset", "torchvision", {"torchvision", "study"});
+    models::DeepLabV3Options& d = ex.deeplab;
+    d = preset == "study" ? models::DeepLabV3Options::study()
+                          : models::DeepLabV3Options::torchvision();
+    d.num_classes = ex.num_classes;
+    d.backbone_depth =
+        static_cast<int>(c.get_int("model.deeplabv3.backbone_depth", d.backbone_depth, 50, 101));
+    SEG_CHECK(d.backbone_depth == 50 || d.backbone_depth == 101,
+              "config: model.deeplabv3.backbone_depth must be 50 or 101, got ", d.backbone_depth);
+    const std::vector<int64_t> blocks = c.get_int_list("model.deeplabv3.blocks", {}, 1, 64);
+    SEG_CHECK(blocks.empty() || blocks.size() == 4,
+              "config: model.deeplabv3.blocks must hold 4 block counts (or none)");
+    d.backbone_blocks.assign(blocks.begin(), blocks.end());
+    d.base_channels = c.get_int("model.deeplabv3.base_channels", d.base_channels, 1, 1024);
+    d.output_stride =
+        static_cast<int>(c.get_int("model.deeplabv3.output_stride", d.output_stride, 8, 16));
+    SEG_CHECK(d.output_stride == 8 || d.output_stride == 16,
+              "config: model.deeplabv3.output_stride must be 8 or 16, got ", d.output_stride);
+    d.multi_grid = c.get_int_list("model.deeplabv3.multi_grid", d.multi_grid, 1, 64);
+    d.aspp_rates = c.get_int_list("model.deeplabv3.aspp_rates", d.aspp_rates, 1, 1024);
+    d.aspp_channels = c.get_int("model.deeplabv3.aspp_channels", d.aspp_channels, 1, 4096);
+    d.aux = c.get_bool("model.deeplabv3.aux", d.aux);
+    d.aspp_dropout = c.get_double("model.deeplabv3.aspp_dropout", d.aspp_dropout, 0.0, 0.99);
+    d.aux_dropout = c.get_double("model.deeplabv3.aux_dropout", d.aux_dropout, 0.0, 0.99);
+    d.backbone_bn_momentum =
+        c.get_double("model.deeplabv3.backbone_bn_momentum", d.backbone_bn_momentum, 0.0, 1.0);
+    d.head_bn_momentum =
+        c.get_double("model.deeplabv3.head_bn_momentum", d.head_bn_momentum, 0.0, 1.0);
+    d.align_corners = c.get_bool("model.deeplabv3.align_corners", d.align_corners);
+    d.he_init_head = c.get_bool("model.deeplabv3.he_init_head", d.he_init_head);
+  }
+  // pretrained initialisation
+  ex.init_file = c.get_string("init.file", "");
+  if (!ex.init_file.empty()) {
+    const models::PretrainedOptions imagenet = models::imagenet_backbone_options();
+    std::map<std::string, std::string> fallback;
+    for (const models::PrefixMapping& m : imagenet.mappings)
+      fallback[m.file_prefix] = m.module_prefix;
+    ex.init.mappings.clear();
+    for (const auto& [from, to] : c.get_string_map("init.mappings", fallback)) {
+      ex.init.mappings.push_back({from, to});
+    }
+    // Longest file prefixes first, so that a specific mapping wins over a general one.
+    std::stable_sort(ex.init.mappings.begin(), ex.init.mappings.end(),
+                     [](const models::PrefixMapping& a, const models::PrefixMapping& b) {
+                       return a.file_prefix.size() > b.file_prefix.size();
+                     });
+    ex.init.drop = c.get_string_list("init.drop", imagenet.drop);
+    ex.init.allow_unexpected = c.get_bool("init.allow_unexpected", false);
   }
   // data
   ex.train_split =
@@ -176,7 +263,8 @@ SegmentationExperiment read_segmentation_experiment(Config& c) {
 std::unique_ptr<SegmentationModel> make_segmentation_model(const SegmentationExperiment& ex,
                                                            Generator& gen) {
   if (ex.arch == "unet") return std::make_unique<UNetModel>(ex.unet, gen);
-  throw Error("model.arch '" + ex.arch + "' is not available in this build");
+  // The dropout stream is the run's own, seeded apart from the weights'.
+  return std::make_unique<DeepLabModel>(ex.deeplab, gen, ex.seed + 0x9E3779B97F4A7C15ull);
 }
 
 std::unique_ptr<data::Dataset> make_segmentation_dataset(const SegmentationExperiment& ex,

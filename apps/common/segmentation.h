@@ -7,6 +7,16 @@
 //   model.arch                 "unet" | "deeplabv3"
 //   model.num_classes          19
 //   model.unet.*               base_channels 64, depth 4, bilinear false, conv_bias true
+//   model.deeplabv3.*          preset "torchvision" | "study" (the defaults of every key below:
+//                              models/deeplabv3.h), backbone_depth 50 | 101, output_stride 8 | 16,
+//                              aspp_rates, multi_grid, aux, aspp_dropout, aux_dropout,
+//                              backbone_bn_momentum, head_bn_momentum, align_corners,
+//                              he_init_head, aspp_channels; small models: base_channels, blocks
+//   init.file                  pretrained weights (safetensors) for a new run, e.g. an ImageNet
+//                              ResNet from scripts/export_torchvision_resnet.py; init.mappings
+//                              {file prefix: model prefix} ({"": "backbone."}), init.drop (file
+//                              prefixes left out, ["fc."]), init.allow_unexpected (false). Every
+//                              tensor under the mapped model prefixes must load (models/init.h).
 //   data.train_split/val_split "train" / "val"
 //   data.labels                "label_ids" (gtFine labelIds, mapped) | "train_ids"
 //   data.resize.*, data.val_resize.*   downsample, height, width, interp ("area" | "bilinear");
@@ -43,6 +53,8 @@
 #include "engine/nn/module.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/scheduler.h"
+#include "models/deeplabv3.h"
+#include "models/init.h"
 #include "models/unet.h"
 
 namespace seg::app {
@@ -53,6 +65,10 @@ struct SegmentationExperiment {
   std::string arch;
   int64_t num_classes = 19;
   models::UNetOptions unet;
+  models::DeepLabV3Options deeplab;
+  // pretrained initialisation (new runs)
+  std::string init_file;
+  models::PretrainedOptions init;
   // data
   data::Split train_split = data::Split::train, val_split = data::Split::val;
   data::LabelSource labels = data::LabelSource::label_ids;

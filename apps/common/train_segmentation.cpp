@@ -138,6 +138,12 @@ struct Trainer {
 
     Generator init_gen(ex.seed);
     std::unique_ptr<SegmentationModel> model = make_segmentation_model(ex, init_gen);
+    if (!resume && !ex.init_file.empty()) {
+      const models::PretrainedReport report =
+          models::load_pretrained(model->module(), ex.init_file, ex.init);
+      std::printf("init: %s\n", report.str().c_str());
+      run.log({{"type", "init"}, {"iteration", 0}, {"report", report.str()}});
+    }
     model->module().to(device.device());
     std::unique_ptr<Optimizer> optimizer = make_optimizer(ex, *model);
     Schedule schedule = make_schedule(ex, *optimizer, total, epochs);
