@@ -78,7 +78,8 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: $t FAILED (log: $build/$t.log)"
     tail -n 60 "$build/$t.log"
   else
-    grep -E "^stat::number_of_executed_units|^Done" "$build/$t.log" | sed "s/^/  /" || true
+    # The run count ("Done N runs", or a -fork run's last "#N: cov: ..." line).
+    grep -E "^Done|^#[0-9]+: cov" "$build/$t.log" | tail -n 1 | sed "s/^/  /" || true
   fi
 done
 exit $status
