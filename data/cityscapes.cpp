@@ -281,12 +281,21 @@ fs::path Snippet::frame_path(const fs::path& root, int offset) const {
   return root / path / (frame_stem(city, sequence, start + offset) + kImageSuffix);
 }
 
+fs::path image_split_dir(const CityscapesOptions& options) {
+  return options.root / "leftImg8bit" / split_name(options.split);
+}
+
+fs::path label_split_dir(const CityscapesOptions& options) {
+  return options.root / "gtFine" / split_name(options.split);
+}
+
+fs::path sequence_split_dir(const CityscapesOptions& options) {
+  return options.root / "leftImg8bit_sequence" / split_name(options.split);
+}
+
 AnnotatedSet scan_annotated(const CityscapesOptions& options) {
   check_root(options);
-  const std::string split = split_name(options.split);
-  const fs::path image_rel = fs::path("leftImg8bit") / split,
-                 label_rel = fs::path("gtFine") / split;
-  const fs::path image_dir = options.root / image_rel, label_dir = options.root / label_rel;
+  const fs::path image_dir = image_split_dir(options), label_dir = label_split_dir(options);
   check_folder(image_dir, "split");
   check_folder(label_dir, "split");
   const std::string lsuffix = label_suffix(options.labels);
@@ -345,9 +354,8 @@ AnnotatedSet scan_annotated(const CityscapesOptions& options) {
 
 SnippetIndex scan_snippets(const CityscapesOptions& options) {
   check_root(options);
-  const std::string split = split_name(options.split);
-  const fs::path rel = fs::path("leftImg8bit_sequence") / split;
-  const fs::path split_dir = options.root / rel;
+  const fs::path split_dir = sequence_split_dir(options);
+  const fs::path rel = fs::path("leftImg8bit_sequence") / split_name(options.split);
   check_folder(split_dir, "split");
 
   SnippetIndex index;
@@ -411,7 +419,7 @@ fs::path fallback_cache_file(const CityscapesOptions& options) {
 SnippetIndex load_snippet_index(const CityscapesOptions& options) {
   if (!options.use_cache) return scan_snippets(options);
   check_root(options);
-  const fs::path split_dir = options.root / "leftImg8bit_sequence" / split_name(options.split);
+  const fs::path split_dir = sequence_split_dir(options);
   check_folder(split_dir, "split");
   const nlohmann::json print = fingerprint(split_dir);
 

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "data/png.h"
+
 namespace seg::data {
 
 enum class Split { train, val, test };
@@ -58,7 +60,16 @@ struct CityscapesOptions {
   bool skip_incomplete = false;     // leave incomplete samples out (counted warnings), not an error
   std::filesystem::path cache_dir;  // for the snippet index when the root is not writable
   bool use_cache = true;            // false: always scan, never read or write the index file
+  // The largest image or label (width x height) the datasets decode; a PNG whose header declares
+  // more is an error naming the file, before it is decoded.
+  int64_t max_png_pixels = kDefaultMaxPngPixels;
 };
+
+// The split folders: root/leftImg8bit/{split} (images), root/gtFine/{split} (labels),
+// root/leftImg8bit_sequence/{split} (video frames).
+std::filesystem::path image_split_dir(const CityscapesOptions& options);
+std::filesystem::path label_split_dir(const CityscapesOptions& options);
+std::filesystem::path sequence_split_dir(const CityscapesOptions& options);
 
 // Samples left out (skip_incomplete) and other non-fatal notes, one line each.
 struct ScanReport {

@@ -17,12 +17,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// One stderr line per dataset when samples were skipped (the report keeps every line).
-void announce_skipped(const char* what, const CityscapesOptions& where, const ScanReport& report) {
+// One stderr line per dataset when samples were skipped (the report keeps every line), naming the
+// folders scanned.
+void announce_skipped(const char* what, const std::string& folders, const ScanReport& report) {
   if (report.skipped == 0) return;
-  std::fprintf(stderr, "%s: skipped %lld incomplete sample(s) of %s/%s (first: %s)\n", what,
-               static_cast<long long>(report.skipped), where.root.string().c_str(),
-               split_name(where.split),
+  std::fprintf(stderr, "%s: skipped %lld incomplete sample(s) in %s (first: %s)\n", what,
+               static_cast<long long>(report.skipped), folders.c_str(),
                report.warnings.empty() ? "?" : report.warnings.front().c_str());
 }
 
@@ -101,7 +101,9 @@ SegmentationDataset::SegmentationDataset(const CityscapesOptions& where,
   SEG_CHECK(
       (options.crop_h == 0) == (options.crop_w == 0) && options.crop_h >= 0 && options.crop_w >= 0,
       "segmentation dataset: invalid crop size ", options.crop_w, "x", options.crop_h);
-  announce_skipped("segmentation dataset", where, set_.report);
+  announce_skipped("segmentation dataset",
+                   image_split_dir(where).string() + " and " + label_split_dir(where).string(),
+                   set_.report);
 }
 
 std::string SegmentationDataset::describe(int64_t index) const {
@@ -114,11 +116,14 @@ Sample SegmentationDataset::get(int64_t index, uint64_t epoch) const {
   SEG_CHECK(index >= 0 && index < size(), "segmentation dataset: index ", index, " outside 0..",
             size() - 1);
   const AnnotatedSample& s = set_.samples[static_cast<size_t>(index)];
-  Image image = read_png_rgb(s.image);
-  const GreyImage grey = read_png_grey(s.label);
-  SEG_CHECK(grey.width == image.width && grey.height == image.height, s.label.string(),
-            ": label is ", grey.width, "x", grey.height, " but its image ", s.image.string(),
-            " is ", image.width, "x", image.height);
+  PngReadOptions png;
+  png.max_pixels = where_.max_png_pixels;
+  Image image = read_png_rgb(s.image, png);
+  // The label must have its image's size: checked from its header, before it is decoded.
+  png.width = image.width;
+  png.height = image.height;
+  png.expected_from = "its image " + s.image.string();
+  const GreyImage grey = read_png_grey(s.label, png);
   LabelMap labels = where_.labels == LabelSource::label_ids
                         ? label_ids_to_train_ids(grey, s.label.string())
                         : checked_train_ids(grey, s.label.string());
@@ -160,7 +165,7 @@ Sample SegmentationDataset::get(int64_t index, uint64_t epoch) const {
 
 VideoDataset::VideoDataset(const CityscapesOptions& where, const VideoOptions& options)
     : where_(where), options_(options), index_(load_snippet_index(where)) {
-  announce_skipped("video dataset", where, index_.report);
+  announce_skipped("video dataset", sequence_split_dir(where).string(), index_.report);
 }
 
 const Snippet& VideoDataset::snippet(int64_t index) const {
@@ -178,7 +183,9 @@ std::string VideoDataset::describe(int64_t index) const {
 
 Image VideoDataset::load_frame(const Snippet& s, int offset) const {
   const fs::path file = s.frame_path(where_.root, offset);
-  Image image = read_png_rgb(file);
+  PngReadOptions png;
+  png.max_pixels = where_.max_png_pixels;
+  Image image = read_png_rgb(file, png);
   int h = 0, w = 0;
   resized_size(options_.resize, image.height, image.width, h, w, file.string());
   return resize_image(image, h, w, options_.resize.interp);

@@ -395,31 +395,47 @@ Tensor labels_to_tensor(const LabelMap& labels) {
   return labels_to_tensor(labels, full_box(labels.height, labels.width));
 }
 
-LabelMap label_ids_to_train_ids(const GreyImage& label_ids, const std::string& file) {
-  const std::array<uint8_t, 256> table = label_id_to_train_id_table();
-  LabelMap out{label_ids.width, label_ids.height, std::vector<uint8_t>(label_ids.values.size())};
-  for (size_t i = 0; i < label_ids.values.size(); ++i) {
-    const uint16_t v = label_ids.values[i];
-    SEG_CHECK(v < kNumLabelIds, file, ": value ", v,
-              " at (x=", i % static_cast<size_t>(label_ids.width),
-              ", y=", i / static_cast<size_t>(label_ids.width),
-              ") is not a Cityscapes labelId (0..", kNumLabelIds - 1, ")");
-    out.values[i] = table[v];
+namespace {
+
+// Maps every value of a grey map through `map` (a table lookup that is valid for v < `limit`), or
+// throws naming the file, the first value outside and its position; `what` names the kind of id.
+template <class V, class Map>
+LabelMap map_grey_values(const GreyImage& grey, const std::vector<V>& values, const Map& map,
+                         const std::string& file, const char* what) {
+  LabelMap out{grey.width, grey.height, std::vector<uint8_t>(values.size())};
+  for (size_t i = 0; i < values.size(); ++i) {
+    const int v = map(static_cast<int>(values[i]));
+    SEG_CHECK(v >= 0, file, ": value ", static_cast<unsigned>(values[i]),
+              " at (x=", i % static_cast<size_t>(grey.width),
+              ", y=", i / static_cast<size_t>(grey.width), ") is not a Cityscapes ", what);
+    out.values[i] = static_cast<uint8_t>(v);
   }
   return out;
 }
 
+template <class Map>
+LabelMap map_grey(const GreyImage& grey, const Map& map, const std::string& file,
+                  const char* what) {
+  return grey.bits == 16 ? map_grey_values(grey, grey.values16, map, file, what)
+                         : map_grey_values(grey, grey.values8, map, file, what);
+}
+
+}  // namespace
+
+LabelMap label_ids_to_train_ids(const GreyImage& label_ids, const std::string& file) {
+  const std::array<uint8_t, 256> table = label_id_to_train_id_table();
+  const std::string what = "labelId (0.." + std::to_string(kNumLabelIds - 1) + ")";
+  return map_grey(
+      label_ids, [&](int v) { return v < kNumLabelIds ? int{table[static_cast<size_t>(v)]} : -1; },
+      file, what.c_str());
+}
+
 LabelMap checked_train_ids(const GreyImage& train_ids, const std::string& file) {
-  LabelMap out{train_ids.width, train_ids.height, std::vector<uint8_t>(train_ids.values.size())};
-  for (size_t i = 0; i < train_ids.values.size(); ++i) {
-    const uint16_t v = train_ids.values[i];
-    SEG_CHECK(v < kNumTrainClasses || v == kIgnoreLabel, file, ": value ", v,
-              " at (x=", i % static_cast<size_t>(train_ids.width),
-              ", y=", i / static_cast<size_t>(train_ids.width),
-              ") is not a Cityscapes trainId (0..", kNumTrainClasses - 1, " or 255)");
-    out.values[i] = static_cast<uint8_t>(v);
-  }
-  return out;
+  const std::string what = "trainId (0.." + std::to_string(kNumTrainClasses - 1) + " or " +
+                           std::to_string(kIgnoreLabel) + ")";
+  return map_grey(
+      train_ids, [](int v) { return v < kNumTrainClasses || v == kIgnoreLabel ? v : -1; }, file,
+      what.c_str());
 }
 
 std::array<float, 3> rgb_to_lab(const std::array<float, 3>& rgb) {

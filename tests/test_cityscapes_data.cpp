@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -17,6 +19,7 @@
 #include "data/labels.h"
 #include "data/png.h"
 #include "data/transforms.h"
+#include "tests/support/png_bytes.h"
 #include "tests/support/test_util.h"
 
 using namespace seg;
@@ -224,10 +227,19 @@ TEST_CASE("scanning errors name the folder or file, or are skipped with counted 
     CHECK(set.report.skipped == 1);
     REQUIRE(set.report.warnings.size() == 1);
     CHECK(contains(set.report.warnings[0], "image without its label"));
-    // The segmentation dataset takes the same option (and says so once on stderr).
-    SegmentationDataset ds(o, SegmentationOptions{});
-    CHECK(ds.size() == 3);
-    CHECK(ds.report().skipped == 1);
+    // The segmentation dataset takes the same option, and says so once on stderr naming the
+    // folders it scanned.
+    std::unique_ptr<SegmentationDataset> ds;
+    const std::string notice =
+        stderr_of([&] { ds = std::make_unique<SegmentationDataset>(o, SegmentationOptions{}); });
+    CHECK(ds->size() == 3);
+    CHECK(ds->report().skipped == 1);
+    CHECK_MESSAGE(contains(notice, "segmentation dataset: skipped 1 incomplete sample(s) in " +
+                                       (root / "leftImg8bit" / "train").string() + " and " +
+                                       (root / "gtFine" / "train").string() + " (first: skipped: " +
+                                       image_file(root, "train", "aachen", 2, 19).string()),
+                  notice);
+    CHECK_MESSAGE(!contains(notice, (root / "train").string() + " "), notice);
   }
   SUBCASE("a label without its image") {
     write_labels(label_file(root, "train", "bochum", 5, 7));
@@ -253,6 +265,15 @@ TEST_CASE("scanning errors name the folder or file, or are skipped with counted 
     o.skip_incomplete = true;
     CHECK(scan_snippets(o).snippets.size() == 3);
     CHECK(scan_snippets(o).report.skipped == 1);
+    o.use_cache = false;
+    const std::string notice = stderr_of([&] { TripletDataset ds(o, plain_video()); });
+    CHECK_MESSAGE(
+        contains(notice, "video dataset: skipped 1 incomplete sample(s) in " +
+                             (root / "leftImg8bit_sequence" / "train").string() +
+                             " (first: skipped: " +
+                             (root / "leftImg8bit_sequence" / "train" / "cologne").string() +
+                             ": empty city folder)"),
+        notice);
   }
   SUBCASE("file names that do not parse") {
     const fs::path bad = root / "leftImg8bit" / "train" / "aachen" / "aachen_0_19_leftImg8bit.png";
@@ -563,11 +584,42 @@ TEST_CASE(
                  lf.string() + ": value 40 at (x=5, y=3) is not a Cityscapes labelId (0..33)"));
   // A label of another size than its image.
   write_labels(lf, kW, kH + 1);
-  CHECK(contains(error_of([&] { ds.get(1, 0); }), lf.string() + ": label is 16x9 but its image"));
+  CHECK(error_of([&] { ds.get(1, 0); }) ==
+        lf.string() + ": the PNG is 16x9 but its image " +
+            image_file(tmp.path, "train", "aachen", 1, 19).string() +
+            " is 16x8 (from its header, before decoding)");
   // A truncated image: png.h's error names the file.
   const fs::path img = image_file(tmp.path, "train", "aachen", 0, 19);
   fs::resize_file(img, 40);
   CHECK(contains(error_of([&] { ds.get(0, 0); }), img.string()));
+}
+
+TEST_CASE("segmentation dataset: a label declaring a huge size is refused before it is decoded") {
+  TempDir tmp;
+  build_tree(tmp.path);
+  // About 1 MB on disk, 32768x32768 in its header (1 GiB as 8-bit grey, and 20 s to decode when the
+  // data is complete): the size is checked against its image's from the header alone.
+  const fs::path lf = label_file(tmp.path, "train", "aachen", 1, 19);
+  write_bytes(lf, png_file(32768, 32768, 8, 0, std::vector<unsigned char>(1 << 20, 0)));
+  SegmentationDataset ds(options_for(tmp.path), SegmentationOptions{});
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(error_of([&] { ds.get(1, 0); }) ==
+        lf.string() + ": the PNG is 32768x32768 but its image " +
+            image_file(tmp.path, "train", "aachen", 1, 19).string() +
+            " is 16x8 (from its header, before decoding)");
+  // Reading the 1 MB and checking its CRCs take milliseconds, decoding the declared size seconds:
+  // a bound far above the first (a loaded machine) and below the second.
+  constexpr auto kHeaderCheckBound = std::chrono::seconds(1);
+  CHECK(std::chrono::steady_clock::now() - start < kHeaderCheckBound);
+  // An image over the configured pixel limit is refused the same way.
+  CityscapesOptions small = options_for(tmp.path);
+  small.max_png_pixels = kW * kH - 1;
+  SegmentationDataset limited(small, SegmentationOptions{});
+  CHECK(contains(error_of([&] { limited.get(0, 0); }),
+                 image_file(tmp.path, "train", "aachen", 0, 19).string() +
+                     ": the PNG is 16x8 (128 pixels), more than the limit of 127 pixels"));
+  CHECK(contains(error_of([&] { TripletDataset(small, plain_video()).get(0, 0); }),
+                 "(128 pixels), more than the limit of 127 pixels"));
 }
 
 TEST_CASE("triplet dataset: anchor, positive within k, negative beyond m, independent flips") {

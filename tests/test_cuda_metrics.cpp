@@ -192,6 +192,24 @@ TEST_CASE("CUDA confusion matrix: accumulation, label dtypes, bad labels") {
   check_equal(counts(acc), twice, "after a failed batch");
   // The upsampled path counts bad labels too.
   CHECK_THROWS_AS(confusion_matrix(lg.narrow(2, 0, 9), bad.to(gpu)), Error);
+  // An i64 label outside the i32 range (2^32 + 1 narrows to class 1): the CPU's error, unchanged
+  // matrix.
+  const Tensor wrapped = labels.to(DType::i64);
+  wrapped.data<int64_t>()[2345] = (int64_t{1} << 32) + 1;
+  std::string cpu_wide, gpu_wide;
+  try {
+    confusion_matrix(logits, wrapped);
+  } catch (const Error& e) {
+    cpu_wide = e.what();
+  }
+  try {
+    accumulate_confusion(acc, lg, wrapped.to(gpu));
+  } catch (const Error& e) {
+    gpu_wide = e.what();
+  }
+  CHECK_MESSAGE(gpu_wide.find("label 4294967297 at position") != std::string::npos, gpu_wide);
+  CHECK(gpu_wide == cpu_wide);
+  check_equal(counts(acc), twice, "after a batch with a wrapped i64 label");
 
   // Scores of a GPU matrix.
   SegmentationScores s = segmentation_scores(acc);

@@ -138,6 +138,24 @@ TEST_CASE("confusion_matrix: bad labels are an error naming the value, and chang
   CHECK_THROWS_AS(confusion_matrix(zeros({2, 3, 1, 1}), labels), Error);
 }
 
+TEST_CASE("confusion_matrix: i64 labels outside the i32 range are an error, not a wrapped class") {
+  // 2^32 + 1 narrows to 1 and -2^32 to 0, both valid classes: each must be named, never counted.
+  Tensor logits = zeros({1, 3, 2, 2});
+  for (const int64_t wrapped : {(int64_t{1} << 32) + 1, -(int64_t{1} << 32), int64_t{1} << 62}) {
+    CAPTURE(wrapped);
+    const Tensor labels = full({1, 2, 2}, 1.0, DType::i64);
+    labels.data<int64_t>()[3] = wrapped;  // row 1, column 1
+    const std::string want = "label " + std::to_string(wrapped) + " at position (0,1,1)";
+    CHECK_THROWS_WITH_AS(confusion_matrix(logits, labels), doctest::Contains(want.c_str()), Error);
+    Tensor acc = zeros({3, 3}, DType::i64);
+    CHECK_THROWS_WITH_AS(accumulate_confusion(acc, logits, labels), doctest::Contains(want.c_str()), Error);
+    CHECK(counts(acc) == std::vector<int64_t>(9, 0));
+    // The upsampled path too.
+    CHECK_THROWS_WITH_AS(confusion_matrix(zeros({1, 3, 1, 1}), labels), doctest::Contains(want.c_str()),
+                         Error);
+  }
+}
+
 TEST_CASE("confusion_matrix: argument errors name the problem") {
   Tensor logits = zeros({1, 3, 2, 2});
   Tensor labels = zeros({1, 2, 2}, DType::i32);

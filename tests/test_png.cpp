@@ -1,6 +1,7 @@
 // PNG reading and writing (data/png.h) and prediction files (data/predictions.h): round trips, a
-// hand-made 16-bit label map, and every way a file can be bad: missing, not a PNG, truncated at
-// every length, a byte changed at every position, the wrong kind of image, a write that fails.
+// hand-made 16-bit label map, and every way a file can be bad: missing, a folder, not a PNG,
+// truncated at every length, a byte changed at every position, chunk types of arbitrary bytes, the
+// wrong kind of image, a header declaring a huge or unexpected size, a write that fails.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "data/png.h"
 #include "data/predictions.h"
 #include "engine/tensor.h"
+#include "tests/support/png_bytes.h"
 #include "tests/support/test_util.h"
 
 using namespace seg;
@@ -21,56 +23,6 @@ using namespace seg::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-void put_be32(std::vector<unsigned char>& out, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<unsigned char>(v >> s));
-}
-
-void put_chunk(std::vector<unsigned char>& out, const char* type,
-               const std::vector<unsigned char>& data) {
-  put_be32(out, static_cast<uint32_t>(data.size()));
-  std::vector<unsigned char> body(type, type + 4);
-  body.insert(body.end(), data.begin(), data.end());
-  out.insert(out.end(), body.begin(), body.end());
-  put_be32(out, png_crc32(body.data(), body.size()));
-}
-
-// A 16-bit greyscale PNG written by hand (stb_image_write has no 16-bit output): one zlib stored
-// block, filter 0 on every row.
-std::vector<unsigned char> grey16_png(int w, int h, const std::vector<uint16_t>& values) {
-  std::vector<unsigned char> raw;
-  for (int y = 0; y < h; ++y) {
-    raw.push_back(0);
-    for (int x = 0; x < w; ++x) {
-      raw.push_back(static_cast<unsigned char>(values[static_cast<size_t>(y * w + x)] >> 8));
-      raw.push_back(static_cast<unsigned char>(values[static_cast<size_t>(y * w + x)] & 0xFF));
-    }
-  }
-  REQUIRE(raw.size() < 65536);
-  std::vector<unsigned char> z = {0x78, 0x01, 0x01};
-  const uint16_t len = static_cast<uint16_t>(raw.size());
-  z.push_back(len & 0xFF);
-  z.push_back(len >> 8);
-  z.push_back(static_cast<unsigned char>(~len & 0xFF));
-  z.push_back(static_cast<unsigned char>((~len >> 8) & 0xFF));
-  z.insert(z.end(), raw.begin(), raw.end());
-  uint32_t a = 1, b = 0;
-  for (unsigned char c : raw) {
-    a = (a + c) % 65521;
-    b = (b + a) % 65521;
-  }
-  put_be32(z, b << 16 | a);
-  std::vector<unsigned char> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  std::vector<unsigned char> ihdr;
-  put_be32(ihdr, static_cast<uint32_t>(w));
-  put_be32(ihdr, static_cast<uint32_t>(h));
-  ihdr.insert(ihdr.end(),
-              {16, 0, 0, 0, 0});  // bit depth 16, greyscale, deflate, filter 0, no interlace
-  put_chunk(png, "IHDR", ihdr);
-  put_chunk(png, "IDAT", z);
-  put_chunk(png, "IEND", {});
-  return png;
-}
 
 std::vector<uint8_t> pattern(size_t n, unsigned mul) {
   std::vector<uint8_t> v(n);
@@ -99,7 +51,8 @@ TEST_CASE("PNG round trips: RGB, 8-bit grey, grey read as RGB, size from the hea
   write_png_grey8(dir / "g.png", w, h, grey.data());
   const GreyImage g = read_png_grey(dir / "g.png");
   CHECK(g.bits == 8);
-  CHECK(std::vector<uint8_t>(g.values.begin(), g.values.end()) == grey);
+  CHECK(g.values8 == grey);  // 8-bit values held in 8 bits
+  CHECK(g.values16.empty());
   const Image expanded = read_png_rgb(dir / "g.png");
   REQUIRE(expanded.pixels.size() == grey.size() * 3);
   for (size_t i = 0; i < grey.size(); ++i) {
@@ -115,12 +68,13 @@ TEST_CASE("PNG round trips: RGB, 8-bit grey, grey read as RGB, size from the hea
 TEST_CASE("16-bit grey label maps read with their full values; as an image they are an error") {
   TempDir dir("png16");
   const std::vector<uint16_t> values = {0, 1, 255, 256, 1000, 65535};
-  write_bytes(dir / "l16.png", grey16_png(3, 2, values));
+  write_bytes(dir / "l16.png", grey_png(3, 2, 16, values));
   const GreyImage g = read_png_grey(dir / "l16.png");
   CHECK(g.bits == 16);
   CHECK(g.width == 3);
   CHECK(g.height == 2);
-  CHECK(g.values == values);
+  CHECK(g.values16 == values);
+  CHECK(g.values8.empty());
   CHECK(contains(error_of([&] { read_png_rgb(dir / "l16.png"); }),
                  (dir / "l16.png").string() + ": a 16-bit PNG where an 8-bit image was expected"));
 }
@@ -196,6 +150,112 @@ TEST_CASE("bad PNG files: every error names the file and the problem") {
   }
 }
 
+TEST_CASE("a folder named like a PNG, and chunk types of arbitrary bytes, are named as they are") {
+  TempDir dir("pngname");
+  fs::create_directories(dir / "folder.png");
+  CHECK(contains(error_of([&] { read_png_rgb(dir / "folder.png"); }),
+                 (dir / "folder.png").string() + ": a folder, not a PNG file"));
+  CHECK(contains(error_of([&] { read_png_grey(dir / "folder.png"); }), "a folder, not a PNG file"));
+
+  // A chunk whose type is not four letters (NUL, 0xFF, a newline, a quote), with a wrong CRC and
+  // then cut short: the messages show its bytes as \xNN, never raw.
+  std::vector<unsigned char> png = grey_png(2, 2, 8, {1, 2, 3, 4});
+  const size_t iend = png.size() - 12;
+  std::vector<unsigned char> odd(png.begin(), png.begin() + static_cast<std::ptrdiff_t>(iend));
+  const std::vector<unsigned char> chunk = {0, 0, 0, 1, 0x00, 0xFF, '\n', '\'', 7, 0, 0, 0, 0};
+  odd.insert(odd.end(), chunk.begin(), chunk.end());
+  write_bytes(dir / "odd.png", odd);
+  const std::string crc = error_of([&] { read_png_grey(dir / "odd.png"); });
+  CHECK_MESSAGE(
+      contains(crc, "CRC mismatch in chunk '\\x00\\xff\\x0a\\x27' at byte " + std::to_string(iend)),
+      crc);
+  odd.resize(odd.size() - 1);
+  write_bytes(dir / "odd.png", odd);
+  const std::string cut = error_of([&] { read_png_grey(dir / "odd.png"); });
+  CHECK_MESSAGE(contains(cut, "truncated PNG (chunk '\\x00\\xff\\x0a\\x27'"), cut);
+  for (const std::string& m : {crc, cut}) {
+    for (char c : m) REQUIRE_MESSAGE((c >= 0x20 && c < 0x7F), m);  // printable ASCII only
+  }
+  // The first chunk must be the header.
+  std::vector<unsigned char> no_header = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  put_png_chunk(no_header, "IEND", {});
+  CHECK(contains(error_of([&] { decode_png_rgb(no_header.data(), no_header.size(), "m.png"); }),
+                 "m.png: corrupt PNG (the first chunk is 'IEND' of 0 bytes, not the 13-byte IHDR"));
+}
+
+TEST_CASE("a header declaring a huge or unexpected size is refused before anything is decoded") {
+  TempDir dir("pnghuge");
+  // A small file whose header declares 32768x32768 (1 GiB as 8-bit grey): its data is a few rows,
+  // so decoding it would fail anyway, but only after allocating for the declared size.
+  const std::vector<unsigned char> raw(4 * (32768 + 1), 0);
+  const std::vector<unsigned char> huge = png_file(32768, 32768, 8, 0, raw);
+  const fs::path file = dir / "huge_labelIds.png";
+  write_bytes(file, huge);
+  const std::string cap = error_of([&] { read_png_grey(file); });
+  CHECK_MESSAGE(contains(cap, file.string() +
+                                  ": the PNG is 32768x32768 (1073741824 pixels), more "
+                                  "than the limit of " +
+                                  std::to_string(kDefaultMaxPngPixels) + " pixels"),
+                cap);
+  CHECK(contains(error_of([&] { read_png_rgb(file); }), "32768x32768 (1073741824 pixels)"));
+  // The size a caller expects (a label has its image's size) is checked first.
+  PngReadOptions expect;
+  expect.width = 128;
+  expect.height = 64;
+  expect.expected_from = "its image x_leftImg8bit.png";
+  CHECK(error_of([&] { read_png_grey(file, expect); }) ==
+        file.string() +
+            ": the PNG is 32768x32768 but its image x_leftImg8bit.png is 128x64 (from its header, "
+            "before decoding)");
+  // The limit is the caller's.
+  const int w = 37, h = 11;
+  const std::vector<uint8_t> rgb = pattern(static_cast<size_t>(w) * h * 3, 31);
+  write_png_rgb(dir / "a.png", w, h, rgb.data());
+  PngReadOptions tight;
+  tight.max_pixels = w * h - 1;
+  CHECK(contains(error_of([&] { read_png_rgb(dir / "a.png", tight); }),
+                 "the PNG is 37x11 (407 pixels), more than the limit of 406 pixels"));
+  tight.max_pixels = w * h;
+  CHECK(read_png_rgb(dir / "a.png", tight).pixels == rgb);
+  expect.width = w;
+  expect.height = h;
+  CHECK(read_png_rgb(dir / "a.png", expect).pixels == rgb);
+}
+
+TEST_CASE("label maps: 8-bit stays 8-bit; palettes and 1/2/4-bit grey are errors, not scaled") {
+  TempDir dir("pnglabel");
+  const std::vector<uint16_t> v = {0, 1, 2, 3, 1, 0};
+  // stb_image would scale a 2-bit 3 to 255 and a 1-bit 1 to 255: silently wrong label ids.
+  for (int bits : {1, 2, 4}) {
+    CAPTURE(bits);
+    std::vector<uint16_t> small = v;
+    for (uint16_t& x : small) x = static_cast<uint16_t>(x & ((1u << bits) - 1));
+    const std::vector<unsigned char> png = grey_png(3, 2, bits, small);
+    CHECK(contains(
+        error_of([&] { decode_png_grey(png.data(), png.size(), "low.png"); }),
+        "low.png: a " + std::to_string(bits) + "-bit grey PNG; label maps must be 8- or 16-bit"));
+    // As an image it is fine (grey expanded to 0..255).
+    CHECK(decode_png_rgb(png.data(), png.size(), "low.png").pixels.size() == 18);
+  }
+  std::vector<unsigned char> plte;
+  put_png_chunk(plte, "PLTE", {0, 0, 0, 255, 255, 255});
+  const std::vector<unsigned char> palette = png_file(2, 1, 8, 3, {0, 0, 1}, plte);
+  CHECK(contains(error_of([&] { decode_png_grey(palette.data(), palette.size(), "p.png"); }),
+                 "p.png: a single-channel label map was expected, the PNG has a palette"));
+  const Image rgb = decode_png_rgb(palette.data(), palette.size(), "p.png");
+  CHECK(rgb.pixels == std::vector<uint8_t>{0, 0, 0, 255, 255, 255});
+  // 8-bit values in memory and from a file: the same, held in 8 bits.
+  const std::vector<unsigned char> png8 = grey_png(3, 2, 8, v);
+  const GreyImage g = decode_png_grey(png8.data(), png8.size(), "g.png");
+  CHECK(g.bits == 8);
+  CHECK(g.values8 == std::vector<uint8_t>{0, 1, 2, 3, 1, 0});
+  CHECK(g.values16.empty());
+  CHECK(g.size() == 6);
+  CHECK(g.value(3) == 3);
+  write_bytes(dir / "g.png", png8);
+  CHECK(read_png_grey(dir / "g.png").values8 == g.values8);
+}
+
 TEST_CASE("predictions: a labelIds PNG as cityscapesScripts reads it, and a colour PNG") {
   TempDir dir("pred");
   // (2, 4) trainIds: road, sidewalk, sky, bicycle / person, car, ignored, train
@@ -207,9 +267,9 @@ TEST_CASE("predictions: a labelIds PNG as cityscapesScripts reads it, and a colo
   const GreyImage ids = read_png_grey(dir / "p_labelIds.png");
   CHECK(ids.width == 4);
   CHECK(ids.height == 2);
-  CHECK(ids.values == std::vector<uint16_t>{7, 8, 23, 33, 24, 26, 0, 31});
-  for (size_t i = 0; i < ids.values.size(); ++i) {
-    if (ids.values[i] != 0) CHECK(train_id_of(ids.values[i]) == values[i]);
+  CHECK(ids.values8 == std::vector<uint8_t>{7, 8, 23, 33, 24, 26, 0, 31});
+  for (size_t i = 0; i < ids.values8.size(); ++i) {
+    if (ids.values8[i] != 0) CHECK(train_id_of(ids.values8[i]) == values[i]);
   }
   const Image color = read_png_rgb(dir / "p_color.png");
   REQUIRE(color.pixels.size() == 24);
@@ -226,8 +286,8 @@ TEST_CASE("predictions: a labelIds PNG as cityscapesScripts reads it, and a colo
   Tensor t = empty({4, 2}, DType::u8);
   for (int i = 0; i < 8; ++i) t.data<uint8_t>()[i] = static_cast<uint8_t>(i);
   write_prediction_pngs(t.transpose(0, 1), dir / "t_labelIds.png", fs::path());
-  CHECK(read_png_grey(dir / "t_labelIds.png").values ==
-        std::vector<uint16_t>{7, 11, 13, 19, 8, 12, 17, 20});
+  CHECK(read_png_grey(dir / "t_labelIds.png").values8 ==
+        std::vector<uint8_t>{7, 11, 13, 19, 8, 12, 17, 20});
   CHECK(!fs::exists(dir / "t_color.png"));
   write_prediction_pngs(pred.to(DType::i64), fs::path(), dir / "q_color.png");
   CHECK(file_bytes(dir / "q_color.png") == file_bytes(dir / "p_color.png"));

@@ -269,6 +269,11 @@ TEST_CASE("safetensors: corrupt and truncated files give errors naming the file 
   SUBCASE("header not JSON") {
     expect_error(st_bytes("{\"a\": ", ""), {"not valid JSON"});
     expect_error(st_bytes("PK\x03\x04garbage!", ""), {"not valid JSON"});
+    // A number beyond the range of a double is refused by the JSON parser as out of range, not as
+    // a syntax error (found by tests/fuzz/fuzz_safetensors).
+    expect_error(st_bytes("{\"a\":{\"dtype\":\"F64\",\"shape\":[1e7904],\"data_offsets\":[0,8]}}",
+                          std::string(8, '\0')),
+                 {"not valid JSON", "number overflow"});
   }
   SUBCASE("header not an object") {
     expect_error(st_bytes("[1, 2, 3]", ""), {"JSON array", "expected an object"});

@@ -217,11 +217,11 @@ TEST_CASE("a small tree has exactly the expected files, names and sizes") {
       const GreyImage label_ids = read_png_grey(gt / (stem + "labelIds.png"));
       const GreyImage train_ids = read_png_grey(gt / (stem + "labelTrainIds.png"));
       const Image colour = read_png_rgb(gt / (stem + "color.png"));
-      REQUIRE(label_ids.values.size() == train_ids.values.size());
-      for (size_t i = 0; i < label_ids.values.size(); ++i) {
-        const int id = label_ids.values[i];
+      REQUIRE(label_ids.values8.size() == train_ids.values8.size());
+      for (size_t i = 0; i < label_ids.values8.size(); ++i) {
+        const int id = label_ids.values8[i];
         REQUIRE(id < kNumLabelIds);
-        REQUIRE(train_ids.values[i] == train_id_of(id));
+        REQUIRE(train_ids.values8[i] == train_id_of(id));
         const Rgb c = kCityscapesLabels[static_cast<size_t>(id)].color;
         REQUIRE(colour.pixels[i * 3] == c.r);
         REQUIRE(colour.pixels[i * 3 + 1] == c.g);

@@ -218,23 +218,23 @@ TEST_CASE("CIE Lab: known colours and the round trip") {
 TEST_CASE(
     "labelIds -> trainIds through the table; values outside it are errors naming the file and "
     "value") {
-  GreyImage g{34, 1, 8, {}};
-  for (int v = 0; v < 34; ++v) g.values.push_back(static_cast<uint16_t>(v));
+  GreyImage g{34, 1, 8, {}, {}};
+  for (int v = 0; v < 34; ++v) g.values8.push_back(static_cast<uint8_t>(v));
   const LabelMap m = label_ids_to_train_ids(g, "a.png");
   for (int v = 0; v < 34; ++v)
     CHECK(m.values[static_cast<size_t>(v)] == kCityscapesLabels[static_cast<size_t>(v)].train_id);
   CHECK(m.values[7] == 0);    // road
   CHECK(m.values[26] == 13);  // car
   CHECK(m.values[0] == 255);  // unlabeled
-  g.values[20] = 34;
+  g.values8[20] = 34;
   CHECK(error_of([&] { label_ids_to_train_ids(g, "gtFine/x_labelIds.png"); }) ==
         "gtFine/x_labelIds.png: value 34 at (x=20, y=0) is not a Cityscapes labelId (0..33)");
-  GreyImage wide{2, 2, 16, {7, 7, 7, 1000}};
+  GreyImage wide{2, 2, 16, {}, {7, 7, 7, 1000}};
   CHECK(error_of([&] { label_ids_to_train_ids(wide, "w.png"); }) ==
         "w.png: value 1000 at (x=1, y=1) is not a Cityscapes labelId (0..33)");
-  GreyImage tid{3, 1, 8, {0, 18, 255}};
+  GreyImage tid{3, 1, 8, {0, 18, 255}, {}};
   CHECK(checked_train_ids(tid, "t.png").values == std::vector<uint8_t>{0, 18, 255});
-  tid.values[1] = 19;
+  tid.values8[1] = 19;
   CHECK(error_of([&] { checked_train_ids(tid, "t.png"); }) ==
         "t.png: value 19 at (x=1, y=0) is not a Cityscapes trainId (0..18 or 255)");
 }

@@ -271,7 +271,8 @@ SafetensorsFile::SafetensorsFile(std::filesystem::path path) : path_(std::move(p
           }
           return true;
         });
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error for bad syntax, out_of_range for a number beyond a double (1e7904).
     SEG_CHECK(false, where, "the header is not valid JSON: ", e.what());
   }
   SEG_CHECK(header.is_object(), where, "the header is a JSON ", header.type_name(),

@@ -10,8 +10,8 @@
 // - 'mean' divides by the summed weights of the non-ignored positions: 0 / 0 = NaN when every
 //   position is ignored, as in PyTorch; ignored positions always get a zero gradient.
 // - i64 labels are converted to i32 (the kernels' label type); a value outside the i32 range, which
-//   the conversion would wrap into a plausible class, is caught by comparing the two (one more
-//   host read, for i64 labels only).
+//   the conversion would wrap into a plausible class, is caught by check_class_labels (op_util.h),
+//   the check shared with the confusion matrix.
 // - l1_loss and mse_loss are composites of elementwise ops and reductions (no kernels).
 // - triplet_margin_loss runs the fused kernels of kernels/common/loss.h; the backward's scale is
 //   g (none), g (sum) or g / n (mean), again without a host read.
@@ -23,16 +23,6 @@
 namespace seg {
 
 namespace {
-
-// "(i,j,k)" of flat index `flat` in a row-major tensor of `sizes`.
-std::string position_str(int64_t flat, const Shape& sizes) {
-  Shape idx(sizes.size());
-  for (size_t d = sizes.size(); d-- > 0;) {
-    idx[d] = sizes[d] > 0 ? flat % sizes[d] : 0;
-    flat = sizes[d] > 0 ? flat / sizes[d] : 0;
-  }
-  return shape_str(idx);
-}
 
 const char* reduction_name(Reduction r) {
   switch (r) {
@@ -85,7 +75,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   const Device dev = logits.device();
   const DType dt = logits.dtype();
   Tensor xc = contiguous_data(logits);
-  Tensor lab = labels.detach().to(DType::i32).contiguous();
+  Tensor lab = class_labels_i32(labels);
   Tensor wc = contiguous_data(weight);
   Tensor loss = empty({n, shape.inner}, dt, dev);  // (n, inner)
   Tensor wsum = empty({n, shape.inner}, dt, dev);  // (n, inner)
@@ -93,28 +83,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels,
   Tensor bad = zeros({}, DType::i32, dev);
   k.forward(exec_context(loss), shape, view_of(xc), view_of(lab), view_of(wc), view_of(loss),
             view_of(wsum), view_of(lse), view_of(bad));
-  bool bad_labels = bad.item() != 0.0;
-  if (!bad_labels && labels.dtype() == DType::i64) {
-    // An i64 label outside the i32 range wraps in the conversion and may look like a valid class:
-    // compare the two in f64 (exact below 2^53; a wrapped value always differs).
-    NoGradGuard no_grad;
-    bad_labels = sum(abs(sub(labels.detach().to(DType::f64), lab.to(DType::f64)))).item() != 0.0;
-  }
-  if (bad_labels) {
-    const std::vector<int64_t> host = to_vector<int64_t>(labels);
-    int64_t bad_count = 0, first = -1;
-    for (size_t i = 0; i < host.size(); ++i) {
-      if (host[i] != options.ignore_index && (host[i] < 0 || host[i] >= c)) {
-        if (bad_count++ == 0) first = static_cast<int64_t>(i);
-      }
-    }
-    SEG_ASSERT(bad_count > 0);  // the kernel counted a bad label that the host does not see
-    SEG_CHECK(false, op, ": label ", host[static_cast<size_t>(first)], " at position ",
-              position_str(first, labels.sizes()), " of labels ", shape_str(labels.sizes()),
-              " is outside [0, ", c, ") for logits ", shape_str(logits.sizes()),
-              " and is not ignore_index ", options.ignore_index, " (", bad_count, " such label",
-              bad_count == 1 ? "" : "s", ")");
-  }
+  check_class_labels(op, labels, lab, bad, c, options.ignore_index,
+                     "for logits " + shape_str(logits.sizes()));
 
   const Reduction reduction = options.reduction;
   Tensor out;

@@ -4,9 +4,12 @@
 // Design notes
 // - Labels may be i32, i64 or u8 (PNG label maps); they reach the kernel as contiguous i32.
 // - The kernel skips labels outside [0, c) that are not ignore_index and counts them; a non-zero
-//   count is an error naming the first such value and its position. Reading the count is the one
-//   host synchronisation of a call. So that an error leaves the caller's matrix as it was, the batch
-//   is counted into a fresh matrix first and added to `confusion` only when no label was bad.
+//   count, or an i64 label outside the i32 range (which the narrowing would wrap into a plausible
+//   class), is an error naming the first such value and its position: check_class_labels
+//   (op_util.h), shared with cross_entropy and by both backends. Reading the count is the one host
+//   synchronisation of a call with i32 or u8 labels (i64 labels add one). So that an error leaves
+//   the caller's matrix as it was, the batch is counted into a fresh matrix first and added to
+//   `confusion` only when no label was bad.
 // - When the labels' spatial size differs from the logits', the logits are upsampled on the fly
 //   (kernels/common/metrics.h), with the same sampling as upsample_bilinear2d and `align_corners`.
 #include <cstdint>
@@ -19,16 +22,6 @@ namespace seg {
 namespace {
 
 constexpr const char* kOp = "confusion_matrix";
-
-// "(i,j,k)" of flat index `flat` in a row-major tensor of `sizes`.
-std::string index_str(int64_t flat, const Shape& sizes) {
-  Shape idx(sizes.size());
-  for (size_t d = sizes.size(); d-- > 0;) {
-    idx[d] = sizes[d] > 0 ? flat % sizes[d] : 0;
-    flat = sizes[d] > 0 ? flat / sizes[d] : 0;
-  }
-  return shape_str(idx);
-}
 
 ConfusionShape check_confusion_args(const Tensor& logits, const Tensor& labels, int64_t ignore_index,
                                     bool align_corners) {
@@ -63,24 +56,13 @@ ConfusionShape check_confusion_args(const Tensor& logits, const Tensor& labels, 
 void count_batch(const Tensor& out, const ConfusionShape& s, const Tensor& logits, const Tensor& labels) {
   const auto& k = kernels_for<OpId::confusion_matrix>(logits.device());
   Tensor x = contiguous_data(logits);
-  Tensor lab = labels.detach().to(DType::i32).contiguous();
+  Tensor lab = class_labels_i32(labels);
   Tensor bad = zeros({}, DType::i32, logits.device());
   if (s.n > 0) {
     k.accumulate(exec_context(x), s, view_of(x), view_of(lab), view_of(out), view_of(bad));
   }
-  const int64_t bad_count = static_cast<int64_t>(bad.item());  // the host synchronisation
-  if (bad_count == 0) return;
-  std::vector<int64_t> host = to_vector<int64_t>(labels);
-  for (size_t i = 0; i < host.size(); ++i) {
-    if (host[i] != s.ignore_index && (host[i] < 0 || host[i] >= s.c)) {
-      SEG_CHECK(false, kOp, ": label ", host[i], " at position ",
-                index_str(static_cast<int64_t>(i), labels.sizes()), " of labels ",
-                shape_str(labels.sizes()), " is outside [0, ", s.c, ") for logits ",
-                shape_str(logits.sizes()), " and is not ignore_index ", s.ignore_index, " (",
-                bad_count, " such label", bad_count == 1 ? "" : "s", ")");
-    }
-  }
-  SEG_ASSERT(false);  // the kernel counted a bad label that the host does not see
+  check_class_labels(kOp, labels, lab, bad, s.c, s.ignore_index,
+                     "for logits " + shape_str(logits.sizes()));
 }
 
 }  // namespace

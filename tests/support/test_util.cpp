@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -21,6 +22,31 @@ TempDir::TempDir(const std::string& tag) {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
+}
+
+std::string stderr_of(const std::function<void()>& f) {
+  TempDir dir("stderr");
+  const std::filesystem::path file = dir / "stderr.txt";
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  std::FILE* sink = std::fopen(file.c_str(), "w");
+  if (saved < 0 || sink == nullptr) throw std::runtime_error("stderr_of: cannot redirect stderr");
+  ::dup2(::fileno(sink), 2);
+  auto restore = [&] {
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::fclose(sink);
+  };
+  try {
+    f();
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+  const std::vector<unsigned char> bytes = file_bytes(file);
+  return std::string(bytes.begin(), bytes.end());
 }
 
 std::vector<unsigned char> file_bytes(const std::filesystem::path& path) {

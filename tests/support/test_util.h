@@ -3,6 +3,7 @@
 
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,10 @@ std::string error_of(F&& f) {
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
+
+// What `f` writes to the process's stderr (file descriptor 2), which is restored afterwards (also
+// when `f` throws).
+std::string stderr_of(const std::function<void()>& f);
 
 // The whole file; throws when it cannot be read.
 std::vector<unsigned char> file_bytes(const std::filesystem::path& path);
