@@ -101,7 +101,7 @@ void TrainState::load(const std::filesystem::path& path) {
   json state;
   try {
     state = json::parse(meta->second);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw Error(file_where(path) + ": the training state is not valid JSON: " + e.what());
   }
   SEG_CHECK(state.is_object(), file_where(path), ": the training state is not a JSON object");

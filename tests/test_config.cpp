@@ -103,6 +103,16 @@ TEST_CASE("config: every kind of bad input names the key and where it came from"
                  }),
                  "'a' is not an object"));
   CHECK(contains(error_of([] { split_key("a..b"); }), "not a valid key"));
+  // Found by fuzzing: a --set value that is neither JSON nor UTF-8 made the type error's own
+  // message throw.
+  CHECK(contains(config_error(R"({"model": {"arch": "unet"}})", {"data.crop=[4\xff"
+                                                                 "3,4]"}),
+                 "not valid UTF-8"));
+  // And a number beyond a double's range, in the file or in a --set.
+  CHECK(contains(config_error(R"({"model": {"arch": "unet"}, "optim": {"lr": 1e400}})"),
+                 "is not valid JSON"));
+  CHECK(contains(config_error(R"({"model": {"arch": "unet"}})", {"optim.lr=1e400"}),
+                 "--set optim.lr=1e400: "));
 }
 
 TEST_CASE("config: every shipped config reads completely") {

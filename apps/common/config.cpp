@@ -27,6 +27,11 @@ std::string join(const std::vector<std::string>& parts, size_t count) {
   return s;
 }
 
+// A value as JSON text for messages (invalid UTF-8 replaced, never an exception).
+std::string text_of(const json& v) {
+  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 const char* type_of(const json& v) {
   if (v.is_null()) return "null";
   if (v.is_boolean()) return "a boolean";
@@ -106,7 +111,7 @@ Config Config::parse(const std::string& text, const std::string& origin) {
   json value;
   try {
     value = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number beyond a double's range
     throw Error("config " + origin + " is not valid JSON: " + e.what());
   }
   return from_json(std::move(value), origin);
@@ -124,6 +129,11 @@ void Config::apply_override(const std::string& assignment) {
   const size_t eq = assignment.find('=');
   SEG_CHECK(eq != std::string::npos && eq > 0, "--set ", assignment,
             ": expected key=value (e.g. optim.lr=0.01)");
+  try {
+    (void)json(assignment).dump();
+  } catch (const json::exception&) {
+    throw Error("--set: the assignment is not valid UTF-8");
+  }
   const std::string key = assignment.substr(0, eq);
   const std::string text = assignment.substr(eq + 1);
   const std::vector<std::string> parts = split_key(key);
@@ -132,6 +142,8 @@ void Config::apply_override(const std::string& assignment) {
     value = json::parse(text);
   } catch (const json::parse_error&) {
     value = text;  // a plain word: a string
+  } catch (const json::exception& e) {
+    throw Error("--set " + assignment + ": " + e.what());
   }
   json* node = &root_;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
@@ -186,16 +198,16 @@ template <class T>
 T Config::read_number(const std::string& key, const json& v, T min, T max) const {
   T x{};
   if constexpr (std::is_integral_v<T>) {
-    if (!v.is_number_integer()) fail(key, std::string("must be an integer, got ") + v.dump());
+    if (!v.is_number_integer()) fail(key, std::string("must be an integer, got ") + text_of(v));
     if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max)) {
-      fail(key, "must be " + range_text(min, max) + ", got " + v.dump());
+      fail(key, "must be " + range_text(min, max) + ", got " + text_of(v));
     }
     x = v.get<T>();
   } else {
-    if (!v.is_number()) fail(key, std::string("must be a number, got ") + v.dump());
+    if (!v.is_number()) fail(key, std::string("must be a number, got ") + text_of(v));
     x = v.get<T>();
   }
-  if (x < min || x > max) fail(key, "must be " + range_text(min, max) + ", got " + v.dump());
+  if (x < min || x > max) fail(key, "must be " + range_text(min, max) + ", got " + text_of(v));
   return x;
 }
 
@@ -215,7 +227,7 @@ double Config::get_double(const std::string& key, double fallback, double min, d
 
 bool Config::get_bool(const std::string& key, bool fallback) {
   const json* v = find(key);
-  if (v && !v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
+  if (v && !v->is_boolean()) fail(key, "must be true or false, got " + text_of(*v));
   const bool x = v ? v->get<bool>() : fallback;
   record(key, x);
   return x;
@@ -224,7 +236,7 @@ bool Config::get_bool(const std::string& key, bool fallback) {
 std::string Config::get_string(const std::string& key, const std::string& fallback,
                                const std::vector<std::string>& choices) {
   const json* v = find(key);
-  if (v && !v->is_string()) fail(key, "must be a string, got " + v->dump());
+  if (v && !v->is_string()) fail(key, "must be a string, got " + text_of(*v));
   const std::string x = v ? v->get<std::string>() : fallback;
   if (!choices.empty() && std::find(choices.begin(), choices.end(), x) == choices.end()) {
     std::string list;
@@ -247,7 +259,7 @@ std::vector<int64_t> Config::get_int_list(const std::string& key,
   const json* v = find(key);
   std::vector<int64_t> out = fallback;
   if (v) {
-    if (!v->is_array()) fail(key, "must be a list of integers, got " + v->dump());
+    if (!v->is_array()) fail(key, "must be a list of integers, got " + text_of(*v));
     out.clear();
     for (const json& e : *v) out.push_back(read_number<int64_t>(key, e, min, max));
   }
@@ -264,7 +276,7 @@ std::vector<double> Config::get_double_list(const std::string& key,
   const json* v = find(key);
   std::vector<double> out = fallback;
   if (v) {
-    if (!v->is_array()) fail(key, "must be a list of numbers, got " + v->dump());
+    if (!v->is_array()) fail(key, "must be a list of numbers, got " + text_of(*v));
     out.clear();
     for (const json& e : *v) out.push_back(read_number<double>(key, e, min, max));
   }
@@ -280,10 +292,10 @@ std::vector<std::string> Config::get_string_list(const std::string& key,
   const json* v = find(key);
   std::vector<std::string> out = fallback;
   if (v) {
-    if (!v->is_array()) fail(key, "must be a list of strings, got " + v->dump());
+    if (!v->is_array()) fail(key, "must be a list of strings, got " + text_of(*v));
     out.clear();
     for (const json& e : *v) {
-      if (!e.is_string()) fail(key, "must be a list of strings, got " + v->dump());
+      if (!e.is_string()) fail(key, "must be a list of strings, got " + text_of(*v));
       out.push_back(e.get<std::string>());
     }
   }
@@ -296,11 +308,11 @@ std::map<std::string, std::string> Config::get_string_map(
   const json* v = find(key);
   std::map<std::string, std::string> out = fallback;
   if (v) {
-    if (!v->is_object()) fail(key, "must be an object of strings, got " + v->dump());
+    if (!v->is_object()) fail(key, "must be an object of strings, got " + text_of(*v));
     out.clear();
     for (const auto& [name, value] : v->items()) {
       if (!value.is_string())
-        fail(key, "must map names to strings, got " + value.dump() + " for '" + name + "'");
+        fail(key, "must map names to strings, got " + text_of(value) + " for '" + name + "'");
       out[name] = value.get<std::string>();
     }
   }

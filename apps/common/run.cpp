@@ -48,7 +48,7 @@ void RunDir::truncate_metrics(int64_t iteration) {
     json record;
     try {
       record = json::parse(line);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
       continue;  // a line cut short by a kill
     }
     if (record.contains("iteration") && record["iteration"].is_number_integer() &&
