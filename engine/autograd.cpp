@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <cctype>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
@@ -176,6 +177,20 @@ void record(const std::string& name, const std::vector<Tensor>& inputs,
     attach(node, impl, static_cast<int>(i));
     impl->base = nullptr;  // its history is this node now, not a view of its base's
   }
+}
+
+std::string backward_node_name(std::string_view op) {
+  std::string name;
+  bool upper = true;
+  for (char ch : op) {
+    if (ch == '_') {
+      upper = true;
+      continue;
+    }
+    name += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(ch))) : ch;
+    upper = false;
+  }
+  return name + "Backward";
 }
 
 bool begin_inplace(const char* op, const Tensor& self, const std::vector<Tensor>& others) {

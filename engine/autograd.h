@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -137,6 +138,11 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // (and grad mode is on); otherwise does nothing. Call after the outputs are computed.
 void record(const std::string& name, const std::vector<Tensor>& inputs,
             const std::vector<Tensor*>& outputs, BackwardFn backward);
+
+// The name of the node that the catalog op `op` (kernels/common/registry.h) records: its name in
+// PascalCase followed by "Backward" (conv_transpose2d -> ConvTranspose2dBackward). The gradient
+// check looks for it in each case's graph.
+std::string backward_node_name(std::string_view op);
 
 // Before an in-place update `op` of `self` from `others` writes anything: true when it must be
 // recorded (grad mode is on and `self`, its base or one of `others` requires grad). Throws, naming

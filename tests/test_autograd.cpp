@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
+#include <set>
+#include <string>
 
 #include "engine/autograd.h"
 #include "engine/nn/init.h"
@@ -14,6 +17,10 @@
 using namespace seg;
 
 namespace {
+bool contains_text(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
 Tensor leaf(std::vector<double> v, const Shape& shape) {
   Tensor t = from_vector(v, shape);
   t.set_requires_grad(true);
@@ -128,17 +135,67 @@ TEST_CASE("the gradient checker catches a wrong backward") {
   CHECK_FALSE(r.ok);
   CHECK(r.message.find("analytic") != std::string::npos);
 
-  // A kink is skipped, not failed: relu exactly at 0.
-  test::GradCase kink{"relu", "relu at 0",
-                      [](Generator&) {
-                        Tensor t = zeros({3}, DType::f64);
-                        t.set_requires_grad(true);
-                        return std::vector<Tensor>{t};
-                      },
-                      [](const std::vector<Tensor>& in) { return relu(in[0]); }};
-  test::GradCheckResult k = test::check_gradients(kink);
-  CHECK(k.ok);
-  CHECK(k.skipped_kinks == 3);
+  // A kink is skipped, not failed: relu exactly at 0 in one element of twenty.
+  auto relu_with_zeros = [](int zeros_count) {
+    return test::GradCase{"relu", "relu with " + std::to_string(zeros_count) + " zeros",
+                          [zeros_count](Generator& g) {
+                            Tensor t = test::uniform64({20}, g, 0.5, 1.5, false);
+                            t.narrow(0, 0, zeros_count).fill_(0.0);
+                            t.set_requires_grad(true);
+                            return std::vector<Tensor>{t};
+                          },
+                          [](const std::vector<Tensor>& in) { return relu(in[0]); }};
+  };
+  test::GradCheckResult one = test::check_gradients(relu_with_zeros(1));
+  CHECK_MESSAGE(one.ok, one.message);
+  CHECK(one.skipped_kinks == 1);
+  CHECK(one.checked == 19);
+  // More kinks than the bound (3 of 20 > 10%): the case checks too little to pass.
+  test::GradCheckResult three = test::check_gradients(relu_with_zeros(3));
+  CHECK_FALSE(three.ok);
+  CHECK(three.message ==
+        "relu [relu with 3 zeros]: 3 of 20 sampled elements were skipped as kinks, "
+        "more than the bound of 10%");
+  // An input of which no element could be checked fails the case, whatever the other inputs do.
+  test::GradCase unchecked{
+      "add", "an input that is all kinks",
+      [](Generator& g) {
+        Tensor z = zeros({2}, DType::f64);
+        z.set_requires_grad(true);
+        return std::vector<Tensor>{test::randn64({40}, g), z};
+      },
+      [](const std::vector<Tensor>& in) { return add(in[0], sum(relu(in[1]))); }};
+  test::GradCheckResult u = test::check_gradients(unchecked);
+  CHECK_FALSE(u.ok);
+  CHECK(u.checked_per_input == std::vector<int>{40, 0});
+  CHECK(contains_text(u.message,
+                      "input 1 f64 (2) cpu requires grad but no element of it was checked"));
+}
+
+TEST_CASE("the gradient checker samples distinct elements and sees the graph's nodes") {
+  // 100 elements, 40 checked: the function notes which element each finite difference moved.
+  auto moved = std::make_shared<std::set<int64_t>>();
+  auto original = std::make_shared<std::vector<double>>();
+  test::GradCase c{"mul_scalar", "a large input",
+                   [original](Generator& g) {
+                     Tensor t = test::randn64({100}, g);
+                     *original = to_vector<double>(t);
+                     return std::vector<Tensor>{t};
+                   },
+                   [moved, original](const std::vector<Tensor>& in) {
+                     const std::vector<double> now = to_vector<double>(in[0]);
+                     for (size_t i = 0; i < now.size(); ++i) {
+                       if (now[i] != (*original)[i]) moved->insert(static_cast<int64_t>(i));
+                     }
+                     return mul_scalar(in[0], 3.0);
+                   }};
+  test::GradCheckResult r = test::check_gradients(c);
+  CHECK(r.ok);
+  CHECK(r.checked == test::kMaxCheckedElements);
+  CHECK(moved->size() == static_cast<size_t>(test::kMaxCheckedElements));
+  CHECK(r.nodes == std::set<std::string>{"MulScalarBackward", "AccumulateGrad"});
+  CHECK(backward_node_name("conv_transpose2d") == "ConvTranspose2dBackward");
+  CHECK(backward_node_name("l1_loss") == "L1LossBackward");
 }
 
 // ---------------------------------------------------------------------------------------------
