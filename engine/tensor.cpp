@@ -408,7 +408,7 @@ Tensor Tensor::expand(const Shape& shape) const {
 // Copy into a new contiguous tensor of `dtype`, recording a differentiable copy.
 static Tensor copy_as(const Tensor& src, DType dtype, const char* what) {
   Tensor out = empty(src.sizes(), dtype, src.device());
-  out.copy_(src);
+  out.copy_(src.detach());  // recorded below as this op, not as an in-place copy
   if (any_requires_grad({src})) {
     SEG_CHECK(is_floating(dtype) && is_floating(src.dtype()), what, ": cannot differentiate a cast from ",
               dtype_name(src.dtype()), " to ", dtype_name(dtype));
