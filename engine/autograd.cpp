@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <cctype>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
@@ -100,9 +101,11 @@ Edge gradient_edge(const Tensor& t) {
   return Edge{acc, 0};
 }
 
-void record(const std::string& name, const std::vector<Tensor>& inputs,
-            const std::vector<Tensor*>& outputs, BackwardFn backward) {
-  if (!any_requires_grad(inputs)) return;
+namespace {
+
+// A node with edges to the inputs' current histories; attaches nothing.
+std::shared_ptr<Node> make_node(const std::string& name, const std::vector<Tensor>& inputs,
+                                const std::vector<const Tensor*>& outputs, BackwardFn backward) {
   std::vector<bool> needs;
   std::vector<TensorMeta> input_meta, output_meta;
   for (const Tensor& t : inputs) {
@@ -117,13 +120,164 @@ void record(const std::string& name, const std::vector<Tensor>& inputs,
   for (size_t i = 0; i < inputs.size(); ++i) {
     node->next_edges.push_back(needs[i] ? gradient_edge(inputs[i]) : Edge{});
   }
+  return node;
+}
+
+void attach(const std::shared_ptr<Node>& node, TensorImpl* impl, int output_nr) {
+  SEG_ASSERT(is_floating(impl->dtype));
+  impl->requires_grad = true;
+  impl->grad_fn = node;
+  impl->output_nr = output_nr;
+}
+
+// Geometry of a tensor in elements of its storage.
+struct Geometry {
+  Shape sizes, strides;
+  int64_t offset = 0;
+};
+
+Geometry geometry_of(const TensorImpl& t) {
+  return Geometry{t.sizes, t.strides, t.offset};
+}
+
+// Elements of storage that a tensor of this geometry spans from its offset.
+int64_t extent_of(const Geometry& g) {
+  int64_t extent = 1;
+  for (size_t d = 0; d < g.sizes.size(); ++d) {
+    if (g.sizes[d] == 0) return 0;
+    extent += (g.sizes[d] - 1) * g.strides[d];
+  }
+  return extent;
+}
+
+// A buffer laid out like `base` (same sizes and strides, offset 0), and the region of it that
+// `view` covers; `flat` holds the whole buffer. `view`'s sizes may be overridden (summed dims).
+struct LaidOut {
+  Tensor flat, base, region;
+};
+
+LaidOut lay_out(const Geometry& base, const Geometry& view, const Shape& region_sizes, DType dtype,
+                Device device) {
+  LaidOut l;
+  l.flat = zeros({extent_of(base)}, dtype, device);
+  l.base = alias_with_geometry(l.flat, base.sizes, base.strides, 0);
+  l.region = alias_with_geometry(l.flat, region_sizes, view.strides, view.offset - base.offset);
+  return l;
+}
+
+}  // namespace
+
+void record(const std::string& name, const std::vector<Tensor>& inputs,
+            const std::vector<Tensor*>& outputs, BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return;
+  std::vector<const Tensor*> outs(outputs.begin(), outputs.end());
+  std::shared_ptr<Node> node = make_node(name, inputs, outs, std::move(backward));
   for (size_t i = 0; i < outputs.size(); ++i) {
     TensorImpl* impl = outputs[i]->impl();
-    SEG_ASSERT(is_floating(impl->dtype));
-    impl->requires_grad = true;
-    impl->grad_fn = node;
-    impl->output_nr = static_cast<int>(i);
+    attach(node, impl, static_cast<int>(i));
+    impl->base = nullptr;  // its history is this node now, not a view of its base's
   }
+}
+
+std::string backward_node_name(std::string_view op) {
+  std::string name;
+  bool upper = true;
+  for (char ch : op) {
+    if (ch == '_') {
+      upper = true;
+      continue;
+    }
+    name += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(ch))) : ch;
+    upper = false;
+  }
+  return name + "Backward";
+}
+
+bool begin_inplace(const char* op, const Tensor& self, const std::vector<Tensor>& others) {
+  SEG_CHECK(
+      !has_internal_overlap(self), op, ": more than one element of ", self.str(),
+      " refers to the same memory (an expanded tensor); write into a contiguous copy instead");
+  if (!GradMode::enabled()) return false;
+  const std::shared_ptr<TensorImpl>& base = self.impl()->base;
+  bool needed = self.requires_grad() || (base && base->requires_grad);
+  for (const Tensor& t : others) needed = needed || (t.defined() && t.requires_grad());
+  if (!needed) return false;
+  const bool leaf = base ? (base->requires_grad && base->grad_fn == nullptr)
+                         : (self.requires_grad() && self.is_leaf());
+  SEG_CHECK(!leaf, op, ": ", self.str(), base ? " is a view of a leaf" : " is a leaf",
+            " that requires grad, and grad mode is on: its value is an input of the graph. Change "
+            "it under NoGradGuard (as optimisers, initialisers and loading do), or update a clone");
+  SEG_CHECK(is_floating(self.dtype()), op, ": cannot record a gradient into ", self.str(),
+            " (not a floating tensor), but a tensor involved requires grad; detach() the source or "
+            "use NoGradGuard");
+  return true;
+}
+
+void record_inplace(const std::string& name, const Tensor& self, const std::vector<Tensor>& others,
+                    BackwardFn backward) {
+  std::vector<Tensor> inputs;
+  inputs.reserve(others.size() + 1);
+  const std::shared_ptr<TensorImpl> base_impl = self.impl()->base;
+  if (!base_impl) {
+    // The update replaces self's history: inputs are its old value and the operands.
+    inputs.push_back(self);
+    inputs.insert(inputs.end(), others.begin(), others.end());
+    std::shared_ptr<Node> node = make_node(name, inputs, {&self}, std::move(backward));
+    attach(node, self.impl(), 0);
+    ++self.impl()->history;
+    return;
+  }
+  // Through a view: the base's new history applies `backward` to the viewed region of the base's
+  // gradient (the new value there came from the update) and passes the rest through unchanged.
+  Tensor base(base_impl);
+  inputs.push_back(base);
+  inputs.insert(inputs.end(), others.begin(), others.end());
+  const Geometry bg = geometry_of(*base_impl), vg = geometry_of(*self.impl());
+  BackwardFn copy_slices = [inner = std::move(backward), bg, vg](const std::vector<Tensor>& g,
+                                                                 const std::vector<bool>& needs) {
+    LaidOut l = lay_out(bg, vg, vg.sizes, g[0].dtype(), g[0].device());
+    l.base.copy_(g[0]);
+    std::vector<Tensor> grads = inner({l.region.clone()}, needs);
+    if (needs[0]) {
+      if (grads[0].defined()) {
+        l.region.copy_(grads[0]);
+      } else {
+        l.region.fill_(0.0);
+      }
+      grads[0] = l.base;
+    }
+    return grads;
+  };
+  std::shared_ptr<Node> node = make_node("CopySlices", inputs, {&base}, std::move(copy_slices));
+  attach(node, base_impl.get(), 0);
+  ++base_impl->history;  // self and the other views of base rebuild their grad_fn when next used
+}
+
+void refresh_view_history(const Tensor& view) {
+  TensorImpl* v = view.impl();
+  const std::shared_ptr<TensorImpl>& base_impl = v->base;
+  if (!base_impl || v->base_history == base_impl->history) return;
+  v->base_history = base_impl->history;
+  v->grad_fn = nullptr;
+  v->output_nr = 0;
+  v->requires_grad = false;
+  if (!base_impl->requires_grad) return;
+  // The gradient of the view lands in its region of a buffer laid out like the base; a dim the view
+  // broadcasts (stride 0) is summed first, since all its elements are one element of the base.
+  Tensor base(base_impl);
+  const Geometry bg = geometry_of(*base_impl), vg = geometry_of(*v);
+  Shape summed = vg.sizes;
+  for (size_t d = 0; d < summed.size(); ++d) {
+    if (vg.strides[d] == 0) summed[d] = 1;
+  }
+  BackwardFn as_strided = [bg, vg, summed](const std::vector<Tensor>& g, const std::vector<bool>&) {
+    LaidOut l = lay_out(bg, vg, summed, g[0].dtype(), g[0].device());
+    l.region.copy_(sum_to(g[0], summed));
+    return std::vector<Tensor>{l.base};
+  };
+  std::shared_ptr<Node> node =
+      make_node("AsStridedBackward", {base}, {&view}, std::move(as_strided));
+  attach(node, v, 0);
 }
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,

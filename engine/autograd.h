@@ -11,11 +11,18 @@
 //   backward through a freed node is an error.
 // - Leaf gradients accumulate (+=) across backward calls; activation gradients are fresh tensors.
 // - Grad mode is per thread (GradMode / NoGradGuard), like every training framework's.
+// - In-place updates (Tensor::fill_, copy_, add_, mul_, ...) are recorded as in PyTorch: the
+//   updated tensor's history becomes a node with edges to its old history and to the other
+//   operands. An update through a differentiable view records on the view's base a "CopySlices"
+//   node that applies the update's backward to the viewed region of the base's gradient and passes
+//   the rest through; the views of that base then rebuild their grad_fn as an "AsStridedBackward"
+//   of the new history (lazily, when next asked: TensorImpl::base_history against base->history).
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -131,6 +138,27 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // (and grad mode is on); otherwise does nothing. Call after the outputs are computed.
 void record(const std::string& name, const std::vector<Tensor>& inputs,
             const std::vector<Tensor*>& outputs, BackwardFn backward);
+
+// The name of the node that the catalog op `op` (kernels/common/registry.h) records: its name in
+// PascalCase followed by "Backward" (conv_transpose2d -> ConvTranspose2dBackward). The gradient
+// check looks for it in each case's graph.
+std::string backward_node_name(std::string_view op);
+
+// Before an in-place update `op` of `self` from `others` writes anything: true when it must be
+// recorded (grad mode is on and `self`, its base or one of `others` requires grad). Throws, naming
+// the op and the tensor, when it cannot be recorded: `self` is a leaf that requires grad or a view
+// of one, or is not floating.
+bool begin_inplace(const char* op, const Tensor& self, const std::vector<Tensor>& others);
+
+// After the update: makes `self` (or, for a view, its base) the output of a node named `name` whose
+// inputs are self's old value and `others`. `backward` gets the gradient of the new value of `self`
+// and which inputs need one, and returns one gradient per input {old self, others...}.
+void record_inplace(const std::string& name, const Tensor& self, const std::vector<Tensor>& others,
+                    BackwardFn backward);
+
+// Rebuilds a differentiable view's grad_fn and requires_grad when its base's history changed since
+// they were made (Tensor's autograd accessors call it).
+void refresh_view_history(const Tensor& view);
 
 // Runs backward from `roots` with the given gradients (a scalar root may have an undefined one).
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,

@@ -1,7 +1,11 @@
 #include "engine/storage.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <bit>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "engine/error.h"
@@ -28,6 +32,15 @@ size_t CachingHostAllocator::block_size(size_t nbytes) {
   return (nbytes + quarter - 1) / quarter * quarter;
 }
 
+size_t CachingHostAllocator::default_max_cached_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return size_t{4} << 30;
+  return static_cast<size_t>(pages) * static_cast<size_t>(page_size) / 4;
+}
+
+CachingHostAllocator::CachingHostAllocator(size_t max_cached_bytes) : cache_(max_cached_bytes) {}
+
 CachingHostAllocator::~CachingHostAllocator() { empty_cache(); }
 
 void* CachingHostAllocator::allocate(size_t nbytes) {
@@ -38,12 +51,7 @@ void* CachingHostAllocator::allocate(size_t nbytes) {
     stats_.allocated += nbytes;
     stats_.peak_allocated = std::max(stats_.peak_allocated, stats_.allocated);
     if (block >= kCachedMinBytes) {
-      auto it = free_blocks_.find(block);
-      if (it != free_blocks_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        return p;
-      }
+      if (std::optional<void*> p = cache_.take(block)) return *p;
     }
     stats_.reserved += block;
   }
@@ -66,14 +74,28 @@ void* CachingHostAllocator::allocate(size_t nbytes) {
 void CachingHostAllocator::deallocate(void* ptr, size_t nbytes) {
   if (ptr == nullptr) return;
   const size_t block = block_size(nbytes);
-  std::lock_guard<std::mutex> lock(mutex_);
-  stats_.allocated -= nbytes;
-  if (block >= kCachedMinBytes) {
-    free_blocks_[block].push_back(ptr);
-    return;
+  std::vector<BlockCache<void*>::Entry> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.allocated -= nbytes;
+    if (block >= kCachedMinBytes) {
+      freed = cache_.put(block, ptr);
+    } else {
+      freed.push_back({block, ptr});
+    }
   }
-  stats_.reserved -= block;
-  std::free(ptr);
+  release(freed);
+}
+
+void CachingHostAllocator::release(const std::vector<BlockCache<void*>::Entry>& blocks) {
+  if (blocks.empty()) return;
+  size_t bytes = 0;
+  for (const auto& e : blocks) {
+    std::free(e.block);
+    bytes += e.size;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.reserved -= bytes;
 }
 
 AllocatorStats CachingHostAllocator::stats() const {
@@ -82,12 +104,31 @@ AllocatorStats CachingHostAllocator::stats() const {
 }
 
 void CachingHostAllocator::empty_cache() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& [block, ptrs] : free_blocks_) {
-    for (void* p : ptrs) std::free(p);
-    stats_.reserved -= block * ptrs.size();
+  std::vector<BlockCache<void*>::Entry> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    freed = cache_.drain();
   }
-  free_blocks_.clear();
+  release(freed);
+}
+
+size_t CachingHostAllocator::cached_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.bytes();
+}
+
+size_t CachingHostAllocator::max_cached_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.max_bytes();
+}
+
+void CachingHostAllocator::set_max_cached_bytes(size_t max_bytes) {
+  std::vector<BlockCache<void*>::Entry> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    freed = cache_.set_max_bytes(max_bytes);
+  }
+  release(freed);
 }
 
 Allocator& cpu_allocator() {

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
+#include "engine/block_cache.h"
 #include "engine/device.h"
 
 namespace seg {
@@ -32,26 +32,45 @@ class Allocator {
 };
 
 // Host memory, 64-byte aligned, with a cache of large blocks: a training step allocates the same
-// large activations and gradients every iteration, and fresh pages from the system cost a page fault
-// each on first touch (about 0.4 ms per MB here). Blocks of at least kCachedMinBytes are rounded up to
-// one of four size classes per power of two (at most 25% slack) and kept for reuse when freed;
-// smaller ones go straight to the system allocator, which already recycles them cheaply.
+// large activations and gradients every iteration, and fresh pages from the system cost a page
+// fault each on first touch (about 0.4 ms per MB here). Blocks of at least kCachedMinBytes are
+// rounded up to one of four size classes per power of two (at most 25% slack) and kept for reuse
+// when freed; smaller ones go straight to the system allocator, which already recycles them
+// cheaply.
+//
+// The cache is bounded (engine/block_cache.h): past max_cached_bytes() the least recently freed
+// blocks go back to the system, so a run that allocates ever new shapes holds at most its live
+// memory plus the bound. empty_cache() gives back every cached block; set_max_cached_bytes()
+// changes the bound (0 turns caching off).
 class CachingHostAllocator final : public Allocator {
  public:
   static constexpr size_t kCachedMinBytes = size_t{1} << 20;
-  CachingHostAllocator() = default;
+  // A quarter of the machine's physical memory (4 GiB when the system does not say): room for a
+  // CPU training step's activations and gradients, which are freed and allocated again each
+  // iteration, while the cache never takes more than that from everything else.
+  static size_t default_max_cached_bytes();
+
+  explicit CachingHostAllocator(size_t max_cached_bytes = default_max_cached_bytes());
   ~CachingHostAllocator() override;
   void* allocate(size_t nbytes) override;
   void deallocate(void* ptr, size_t nbytes) override;
   Device device() const override { return Device::cpu(); }
   AllocatorStats stats() const override;
   void empty_cache() override;
+  // Bytes in freed blocks kept for reuse (counted in stats().reserved), and their bound.
+  size_t cached_bytes() const;
+  size_t max_cached_bytes() const;
+  // Changes the bound; blocks over the new one are given back at once.
+  void set_max_cached_bytes(size_t max_bytes);
   // The size a request of `nbytes` occupies.
   static size_t block_size(size_t nbytes);
 
  private:
+  // Frees blocks the cache let go of (outside the lock) and takes them off `reserved`.
+  void release(const std::vector<BlockCache<void*>::Entry>& blocks);
+
   mutable std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_blocks_;  // by block size
+  BlockCache<void*> cache_;  // freed blocks by block size
   AllocatorStats stats_;
 };
 

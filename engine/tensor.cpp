@@ -74,6 +74,29 @@ static Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t 
   return Tensor(std::move(impl));
 }
 
+// Makes `out`, just made from `src` by a view op (after its autograd record), a differentiable view
+// of src's base. A base whose own elements share memory takes no views: an update through one could
+// not be mapped back to the base's elements one to one.
+static void link_view(const Tensor& out, const Tensor& src) {
+  std::shared_ptr<TensorImpl> base = src.impl()->base ? src.impl()->base : src.impl_ptr();
+  if (has_internal_overlap(Tensor(base))) return;
+  out.impl()->base_history = base->history;
+  out.impl()->base = std::move(base);
+}
+
+Tensor alias_with_geometry(const Tensor& t, const Shape& sizes, const Shape& strides,
+                           int64_t offset) {
+  SEG_ASSERT(sizes.size() == strides.size() && offset >= 0);
+  return make_view(t, sizes, strides, offset);
+}
+
+bool has_internal_overlap(const Tensor& t) {
+  for (int d = 0; d < t.dim(); ++d) {
+    if (t.strides()[d] == 0 && t.sizes()[d] > 1) return true;
+  }
+  return false;
+}
+
 View view_of(const Tensor& t) {
   View v;
   if (!t.defined()) return v;
@@ -244,6 +267,7 @@ Tensor Tensor::view(const Shape& shape) const {
          [input_shape](const std::vector<Tensor>& g, const std::vector<bool>&) {
            return std::vector<Tensor>{g[0].reshape(input_shape)};
          });
+  link_view(out, *this);
   return out;
 }
 
@@ -287,6 +311,7 @@ Tensor Tensor::permute(const std::vector<int>& dims) const {
          [inverse](const std::vector<Tensor>& g, const std::vector<bool>&) {
            return std::vector<Tensor>{g[0].permute(inverse)};
          });
+  link_view(out, *this);
   return out;
 }
 
@@ -314,6 +339,7 @@ Tensor Tensor::narrow(int d, int64_t start, int64_t length) const {
            gx.narrow(d, start, length).copy_(g[0]);
            return std::vector<Tensor>{gx};
          });
+  link_view(out, *this);
   return out;
 }
 
@@ -375,13 +401,14 @@ Tensor Tensor::expand(const Shape& shape) const {
          [input_shape](const std::vector<Tensor>& g, const std::vector<bool>&) {
            return std::vector<Tensor>{sum_to(g[0], input_shape)};
          });
+  link_view(out, *this);
   return out;
 }
 
 // Copy into a new contiguous tensor of `dtype`, recording a differentiable copy.
 static Tensor copy_as(const Tensor& src, DType dtype, const char* what) {
   Tensor out = empty(src.sizes(), dtype, src.device());
-  out.copy_(src);
+  out.copy_(src.detach());  // recorded below as this op, not as an in-place copy
   if (any_requires_grad({src})) {
     SEG_CHECK(is_floating(dtype) && is_floating(src.dtype()), what, ": cannot differentiate a cast from ",
               dtype_name(src.dtype()), " to ", dtype_name(dtype));
@@ -442,18 +469,29 @@ Tensor Tensor::to(Device dev) const {
 // ---------------------------------------------------------------------------------------------
 // autograd accessors
 
-bool Tensor::requires_grad() const { return impl_->requires_grad; }
+bool Tensor::requires_grad() const {
+  refresh_view_history(*this);
+  return impl_->requires_grad;
+}
 
 Tensor& Tensor::set_requires_grad(bool value) {
-  SEG_CHECK(impl_->grad_fn == nullptr, "set_requires_grad: only leaves can be set (", str(),
-            " was produced by ", impl_->grad_fn ? impl_->grad_fn->name() : "", ")");
+  SEG_CHECK(is_leaf(), "set_requires_grad: only leaves can be set (", str(), " was produced by ",
+            impl_->grad_fn->name(), ")");
   SEG_CHECK(!value || is_floating(dtype()), "set_requires_grad: ", dtype_name(dtype()),
             " tensors cannot require gradients");
-  impl_->requires_grad = value;
+  // A view becomes a leaf of its own (PyTorch's x.view(...).requires_grad_()): no longer a view
+  // of its base for autograd, as after detach().
+  impl_->base = nullptr;
+  if (impl_->requires_grad != value) {
+    impl_->requires_grad = value;
+    ++impl_->history;  // its views now do (or no longer do) lead to it
+  }
   return *this;
 }
 
-bool Tensor::is_leaf() const { return impl_->grad_fn == nullptr; }
+bool Tensor::is_leaf() const {
+  return grad_fn() == nullptr;
+}
 Tensor Tensor::grad() const { return impl_->grad; }
 
 void Tensor::set_grad(const Tensor& g) {
@@ -464,7 +502,10 @@ void Tensor::set_grad(const Tensor& g) {
 }
 
 void Tensor::zero_grad() { impl_->grad = Tensor(); }
-const std::shared_ptr<Node>& Tensor::grad_fn() const { return impl_->grad_fn; }
+const std::shared_ptr<Node>& Tensor::grad_fn() const {
+  refresh_view_history(*this);
+  return impl_->grad_fn;
+}
 
 Tensor Tensor::detach() const { return make_view(*this, sizes(), strides(), offset()); }
 
@@ -477,48 +518,108 @@ void Tensor::backward(const Tensor& grad, bool retain_graph) const {
 
 void Tensor::bump_version() const { impl_->storage->bump_version(); }
 
+// Records an update that overwrites every element of `t`: nothing flows back to its old value.
+static void record_overwrite(const char* name, const Tensor& t) {
+  record_inplace(name, t, {}, [](const std::vector<Tensor>&, const std::vector<bool>&) {
+    return std::vector<Tensor>{Tensor()};
+  });
+}
+
 Tensor& Tensor::fill_(double value) {
+  const bool recorded = begin_inplace("fill_", *this, {});
   kernels_for<OpId::fill>(device()).fill(exec_context(*this), view_of(*this), value);
   bump_version();
+  if (recorded) record_overwrite("InplaceFillBackward", *this);
   return *this;
 }
 
 Tensor& Tensor::copy_(const Tensor& src) {
+  SEG_CHECK(src.defined(), "copy_: undefined source for ", str());
+  const bool recorded = begin_inplace("copy_", *this, {src});
   Tensor moved = src.device() == device() ? src.detach() : transfer(src, device());
   Tensor s = moved.sizes() == sizes() ? moved : moved.expand(sizes());
   kernels_for<OpId::copy>(device()).copy(exec_context(*this), view_of(s), view_of(*this));
   bump_version();
+  if (recorded) {
+    const Shape src_shape = src.sizes();
+    const DType src_dtype = src.dtype();
+    const Device src_device = src.device();
+    record_inplace("InplaceCopyBackward", *this, {src},
+                   [src_shape, src_dtype, src_device](const std::vector<Tensor>& g,
+                                                      const std::vector<bool>& needs) {
+                     Tensor gs;
+                     if (needs[1]) gs = sum_to(g[0], src_shape).to(src_dtype).to(src_device);
+                     return std::vector<Tensor>{Tensor(), gs};  // the old value is overwritten
+                   });
+  }
   return *this;
 }
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
-  SEG_CHECK(other.dtype() == dtype(), "add_: ", other.str(), " into ", str());
-  SEG_CHECK(is_contiguous(), "add_: destination ", str(), " must be contiguous");
+  SEG_CHECK(other.defined(), "add_: undefined operand for ", str());
+  SEG_CHECK(other.dtype() == dtype() && other.device() == device(), "add_: ", other.str(), " into ",
+            str());
+  const bool recorded = begin_inplace("add_", *this, {other});
   Tensor o = other.sizes() == sizes() ? other.detach() : other.detach().expand(sizes());
-  const auto& k = kernels_for<OpId::add>(device());
-  if (alpha == 1.0) {
-    k.forward(exec_context(*this), BinaryOp::add, view_of(*this), view_of(o), view_of(*this));
-  } else {
+  const ExecContext ctx = exec_context(*this);
+  if (alpha != 1.0) {
     Tensor scaled = empty(sizes(), dtype(), device());
-    kernels_for<OpId::copy>(device()).copy(exec_context(*this), view_of(o), view_of(scaled));
-    kernels_for<OpId::mul_scalar>(device()).forward(exec_context(*this), UnaryOp::mul_scalar, alpha,
+    kernels_for<OpId::copy>(device()).copy(ctx, view_of(o), view_of(scaled));
+    kernels_for<OpId::mul_scalar>(device()).forward(ctx, UnaryOp::mul_scalar, alpha,
                                                     view_of(scaled), view_of(scaled));
-    k.forward(exec_context(*this), BinaryOp::add, view_of(*this), view_of(scaled), view_of(*this));
+    o = scaled;
+  }
+  const auto& k = kernels_for<OpId::add>(device());
+  if (is_contiguous()) {
+    k.forward(ctx, BinaryOp::add, view_of(*this), view_of(o), view_of(*this));
+  } else {  // the kernel writes contiguous outputs only
+    Tensor sum = empty(sizes(), dtype(), device());
+    k.forward(ctx, BinaryOp::add, view_of(*this), view_of(o), view_of(sum));
+    kernels_for<OpId::copy>(device()).copy(ctx, view_of(sum), view_of(*this));
   }
   bump_version();
+  if (recorded) {
+    const Shape other_shape = other.sizes();
+    record_inplace(
+        "InplaceAddBackward", *this, {other},
+        [alpha, other_shape](const std::vector<Tensor>& g, const std::vector<bool>& needs) {
+          Tensor go;
+          if (needs[1]) {
+            go = sum_to(g[0], other_shape);
+            if (alpha != 1.0) go = mul_scalar(go, alpha);
+          }
+          return std::vector<Tensor>{g[0], go};
+        });
+  }
   return *this;
 }
 
 Tensor& Tensor::mul_(double value) {
-  SEG_CHECK(is_contiguous(), "mul_: destination ", str(), " must be contiguous");
-  kernels_for<OpId::mul_scalar>(device()).forward(exec_context(*this), UnaryOp::mul_scalar, value,
-                                                  view_of(*this), view_of(*this));
+  const bool recorded = begin_inplace("mul_", *this, {});
+  const ExecContext ctx = exec_context(*this);
+  const auto& k = kernels_for<OpId::mul_scalar>(device());
+  if (is_contiguous()) {
+    k.forward(ctx, UnaryOp::mul_scalar, value, view_of(*this), view_of(*this));
+  } else {  // the kernel takes contiguous tensors only
+    Tensor tmp = empty(sizes(), dtype(), device());
+    kernels_for<OpId::copy>(device()).copy(ctx, view_of(*this), view_of(tmp));
+    k.forward(ctx, UnaryOp::mul_scalar, value, view_of(tmp), view_of(tmp));
+    kernels_for<OpId::copy>(device()).copy(ctx, view_of(tmp), view_of(*this));
+  }
   bump_version();
+  if (recorded) {
+    record_inplace("InplaceMulBackward", *this, {},
+                   [value](const std::vector<Tensor>& g, const std::vector<bool>&) {
+                     return std::vector<Tensor>{mul_scalar(g[0], value)};
+                   });
+  }
   return *this;
 }
 
-static Tensor& fill_random(Tensor& t, Generator& gen, RandomKind kind, double a, double b) {
-  SEG_CHECK(is_floating(t.dtype()), "random fill of a ", dtype_name(t.dtype()), " tensor");
+static Tensor& fill_random(Tensor& t, const char* op, Generator& gen, RandomKind kind, double a,
+                           double b) {
+  SEG_CHECK(is_floating(t.dtype()), op, ": random fill of a ", dtype_name(t.dtype()), " tensor");
+  const bool recorded = begin_inplace(op, t, {});
   const auto& k = kernels_for<OpId::random>(t.device());
   uint64_t call = gen.next_call();
   if (t.is_contiguous()) {
@@ -529,18 +630,19 @@ static Tensor& fill_random(Tensor& t, Generator& gen, RandomKind kind, double a,
     kernels_for<OpId::copy>(t.device()).copy(exec_context(t), view_of(tmp), view_of(t));
   }
   t.bump_version();
+  if (recorded) record_overwrite("InplaceRandomFillBackward", t);
   return t;
 }
 
 Tensor& Tensor::uniform_(Generator& gen, double low, double high) {
-  return fill_random(*this, gen, RandomKind::uniform, low, high);
+  return fill_random(*this, "uniform_", gen, RandomKind::uniform, low, high);
 }
 Tensor& Tensor::normal_(Generator& gen, double mean, double std) {
-  return fill_random(*this, gen, RandomKind::normal, mean, std);
+  return fill_random(*this, "normal_", gen, RandomKind::normal, mean, std);
 }
 Tensor& Tensor::bernoulli_(Generator& gen, double p) {
   SEG_CHECK(p >= 0.0 && p <= 1.0, "bernoulli_: probability ", p, " outside [0, 1]");
-  return fill_random(*this, gen, RandomKind::bernoulli, p, 0.0);
+  return fill_random(*this, "bernoulli_", gen, RandomKind::bernoulli, p, 0.0);
 }
 
 double Tensor::item() const {

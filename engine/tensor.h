@@ -4,9 +4,19 @@
 // Design notes
 // - Sizes and strides are in elements. A tensor with zero dims is a scalar (numel 1).
 // - Ops on tensors live in engine/ops.h and record autograd nodes; the methods here are views,
-//   factories, element access and in-place updates. In-place updates (`fill_`, `copy_`, `add_`, ...)
-//   never record autograd and bump the storage version, so a tensor saved for backward that is
-//   later changed in place is detected when backward reads it.
+//   factories, element access and in-place updates.
+// - In-place updates (`fill_`, `copy_`, `add_`, `mul_`, the random fills) bump the storage version,
+//   so a tensor saved for backward that is later changed in place is detected when backward reads
+//   it. With grad mode on and a tensor involved that requires grad they are recorded as PyTorch
+//   records them: the tensor's history becomes a node whose inputs are its old value and the other
+//   operands. An update through a view rewrites the history of the tensor it views (its `base`),
+//   and every view of that base rebuilds its own grad_fn from the new history when next used.
+//   Refused (seg::Error, nothing written): an update of a leaf that requires grad, or of a view of
+//   one, while grad mode is on (optimisers, initialisers and loading work under NoGradGuard); a
+//   recorded update of a non-floating tensor; any update of a tensor whose elements share memory
+//   (an expanded view).
+// - Views made by view, permute, narrow, expand (and what builds on them: reshape, select, ...)
+//   are differentiable views of their base; `detach()` aliases the memory without being one.
 // - Gradients of leaves accumulate (+=) across backward calls until `zero_grad()`.
 #pragma once
 
@@ -77,7 +87,7 @@ class Tensor {
 
   // --- autograd ---
   bool requires_grad() const;
-  Tensor& set_requires_grad(bool value);    // leaves only
+  Tensor& set_requires_grad(bool value);  // leaves only; a view becomes a leaf of its own
   bool is_leaf() const;
   Tensor grad() const;                      // undefined until a backward reaches this leaf
   void set_grad(const Tensor& g);
@@ -87,7 +97,7 @@ class Tensor {
   // Backward from this tensor: a scalar needs no gradient; otherwise pass one of the same shape.
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
 
-  // --- in-place updates (no autograd; bump the version) ---
+  // --- in-place updates (bump the version; recorded by autograd, see the notes above) ---
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0.0); }
   Tensor& copy_(const Tensor& src);          // broadcasts src, converts dtype; same device
@@ -122,6 +132,13 @@ struct TensorImpl {
   std::shared_ptr<Node> grad_fn;       // null for leaves
   int output_nr = 0;                   // which output of grad_fn this tensor is
   std::weak_ptr<Node> grad_accumulator;  // leaves: the node that accumulates into `grad`
+  // Differentiable views: the tensor whose memory this one views (never itself such a view), and
+  // that tensor's `history` when this view's grad_fn was made; null for everything else.
+  std::shared_ptr<TensorImpl> base;
+  uint64_t base_history = 0;
+  // Counts rewrites of this tensor's autograd history (an in-place update recorded on it or through
+  // a view of it, set_requires_grad): a view whose base_history differs rebuilds its grad_fn.
+  uint64_t history = 0;
 };
 
 // --- factories ---
@@ -156,6 +173,13 @@ int64_t shape_numel(const Shape& shape);
 Shape contiguous_strides(const Shape& shape);
 // The dim index for a possibly negative `d` in a tensor of `ndim` dims; throws naming `what`.
 int wrap_dim(int d, int ndim, const char* what);
+// An alias of `t`'s storage with the given geometry (offset in elements from the storage's start).
+// Records nothing and is not a differentiable view: for the engine's own gradient buffers.
+Tensor alias_with_geometry(const Tensor& t, const Shape& sizes, const Shape& strides,
+                           int64_t offset);
+// True when two elements of `t` share memory (a stride of 0 on a dim of size > 1: an expanded
+// view).
+bool has_internal_overlap(const Tensor& t);
 // Kernel view of a tensor (no copy).
 View view_of(const Tensor& t);
 ExecContext exec_context(const Tensor& t);

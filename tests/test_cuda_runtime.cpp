@@ -148,4 +148,24 @@ TEST_CASE("TF32 switch and pinned host memory") {
   pinned.deallocate(q, size_t{3} << 20);
 }
 
+TEST_CASE("the pinned host cache is bounded and gives memory back") {
+  if (!test::have_gpu()) return;
+  cuda::CudaContextOptions options;
+  options.pinned_cache_bytes = size_t{8} << 20;
+  auto ctx = cuda::CudaContext::create(0, options);
+  cuda::PinnedHostAllocator& pinned = ctx->pinned_allocator();
+  CHECK(pinned.max_cached_bytes() == options.pinned_cache_bytes);
+  // Many sizes, each freed after use: the cache never holds more than the bound.
+  for (size_t mib = 1; mib <= 12; ++mib) {
+    const size_t n = mib << 20;
+    pinned.deallocate(pinned.allocate(n), n);
+    CHECK(pinned.cached_bytes() <= options.pinned_cache_bytes);
+    CHECK(pinned.stats().reserved == pinned.cached_bytes());
+  }
+  CHECK(pinned.cached_bytes() > 0);
+  pinned.set_max_cached_bytes(0);
+  CHECK(pinned.cached_bytes() == 0);
+  CHECK(pinned.stats().reserved == 0);
+}
+
 #endif

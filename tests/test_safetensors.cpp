@@ -369,6 +369,12 @@ TEST_CASE("safetensors: corrupt and truncated files give errors naming the file 
   }
 }
 
+// Run only by the CTest test `reference_missing_file` (tests/CMakeLists.txt), with --no-skip: where
+// the build found python3-torch a missing reference must fail the test; elsewhere it is skipped.
+TEST_CASE("reference data: a missing reference file" * doctest::skip()) {
+  CHECK_FALSE(test::have_reference("no_such_reference.safetensors"));
+}
+
 TEST_CASE(
     "safetensors: a PyTorch-written file of every dtype (tests/reference/ref_state_dict.py)") {
   if (!test::have_reference("all_dtypes.safetensors")) return;

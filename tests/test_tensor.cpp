@@ -2,9 +2,14 @@
 // updates, and the counter-based random numbers.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <optional>
+#include <vector>
 
+#include "engine/block_cache.h"
 #include "engine/ops.h"
 #include "kernels/common/half.h"
 #include "kernels/common/philox.h"
@@ -279,6 +284,98 @@ TEST_CASE("the caching host allocator reuses large blocks and keeps statistics")
   a.empty_cache();
   CHECK(a.stats().reserved == 0);
   CHECK(a.stats().allocated == 0);
+}
+
+TEST_CASE("the caching host allocator's cache is bounded, least recently freed blocks go first") {
+  constexpr size_t kMiB = size_t{1} << 20;
+  CachingHostAllocator a(3 * kMiB);
+  CHECK(a.max_cached_bytes() == 3 * kMiB);
+  void* x1 = a.allocate(kMiB);             // class 1 MiB
+  void* x2 = a.allocate(kMiB + kMiB / 4);  // class 1.25 MiB
+  void* x3 = a.allocate(kMiB + kMiB / 2);  // class 1.5 MiB
+  a.deallocate(x1, kMiB);
+  a.deallocate(x2, kMiB + kMiB / 4);
+  CHECK(a.cached_bytes() == 2 * kMiB + kMiB / 4);
+  a.deallocate(x3, kMiB + kMiB / 2);  // 3.75 MiB would pass the bound: x1, the oldest, is freed
+  CHECK(a.cached_bytes() == 2 * kMiB + 3 * kMiB / 4);
+  CHECK(a.stats().reserved == a.cached_bytes());
+  CHECK(a.allocate(kMiB + kMiB / 4) == x2);  // still cached
+  CHECK(a.stats().reserved == 2 * kMiB + 3 * kMiB / 4);
+  void* y1 = a.allocate(kMiB);  // no longer cached: new memory
+  CHECK(a.stats().reserved == 3 * kMiB + 3 * kMiB / 4);
+  a.deallocate(y1, kMiB);
+  a.deallocate(x2, kMiB + kMiB / 4);
+  CHECK(a.cached_bytes() <= 3 * kMiB);
+  // A block larger than the whole bound is never kept.
+  a.deallocate(a.allocate(4 * kMiB), 4 * kMiB);
+  CHECK(a.cached_bytes() <= 3 * kMiB);
+  CHECK(a.stats().reserved == a.cached_bytes());
+  // Lowering the bound gives memory back at once; 0 turns caching off.
+  a.set_max_cached_bytes(kMiB);
+  CHECK(a.cached_bytes() <= kMiB);
+  a.set_max_cached_bytes(0);
+  CHECK(a.cached_bytes() == 0);
+  CHECK(a.stats().reserved == 0);
+  a.deallocate(a.allocate(2 * kMiB), 2 * kMiB);
+  CHECK(a.stats().reserved == 0);
+}
+
+TEST_CASE("a long run through many shapes holds at most its live memory plus the cache bound") {
+  constexpr size_t kMiB = size_t{1} << 20;
+  constexpr size_t kBound = 16 * kMiB;
+  CachingHostAllocator a(kBound);
+  // A live "model" of 4 MiB, and per step an activation whose size changes every step (a random
+  // crop): 200 distinct sizes over 19 size classes. Unbounded, every class would stay cached.
+  void* model = a.allocate(4 * kMiB);
+  size_t most_reserved = 0;
+  for (size_t step = 0; step < 200; ++step) {
+    const size_t n = kMiB + step * (kMiB / 8) + 4096;
+    void* act = a.allocate(n);
+    std::memset(act, 1, 64);
+    a.deallocate(act, n);
+    most_reserved = std::max(most_reserved, a.stats().reserved);
+    CHECK(a.cached_bytes() <= kBound);
+  }
+  const size_t largest_block = CachingHostAllocator::block_size(kMiB + 199 * (kMiB / 8) + 4096);
+  CHECK(most_reserved <= 4 * kMiB + kBound + largest_block);
+  a.deallocate(model, 4 * kMiB);
+  a.empty_cache();
+  CHECK(a.stats().reserved == 0);
+}
+
+TEST_CASE("the process's host allocator has a finite cache bound") {
+  auto* host = dynamic_cast<CachingHostAllocator*>(&cpu_allocator());
+  REQUIRE(host != nullptr);
+  CHECK(host->max_cached_bytes() == CachingHostAllocator::default_max_cached_bytes());
+  CHECK(host->max_cached_bytes() > 0);
+  CHECK(host->max_cached_bytes() < std::numeric_limits<size_t>::max() / 2);
+}
+
+TEST_CASE(
+    "BlockCache: most recently freed first, a block passing a usability test, eviction order") {
+  BlockCache<int> cache(10);
+  CHECK(cache.put(4, 1).empty());
+  CHECK(cache.put(4, 2).empty());
+  CHECK(cache.put(2, 3).empty());
+  CHECK(cache.bytes() == 10);
+  // Most recently freed first, skipping blocks that are not usable yet (a pinned block whose copy
+  // is still queued).
+  CHECK(cache.take(4, [](int b) { return b != 2; }) == std::optional<int>(1));
+  CHECK(cache.take(3) == std::nullopt);
+  CHECK(cache.put(4, 4).empty());
+  // 10 held; a block of 6 pushes out the oldest until it fits: 2 (size 4), then 3 (size 2).
+  std::vector<BlockCache<int>::Entry> out = cache.put(6, 5);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].block == 2);
+  CHECK(out[1].block == 3);
+  CHECK(cache.bytes() == 10);
+  out = cache.put(11, 6);  // larger than the bound: handed straight back
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].block == 6);
+  out = cache.drain();
+  CHECK(out.size() == 2);
+  CHECK(cache.bytes() == 0);
+  CHECK(cache.count() == 0);
 }
 
 TEST_CASE("a binary built with or without CUDA runs on a machine without a GPU") {

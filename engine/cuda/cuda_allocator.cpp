@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 #include "engine/error.h"
@@ -262,21 +263,18 @@ void* PinnedHostAllocator::allocate(size_t nbytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.allocated += nbytes;
     stats_.peak_allocated = std::max(stats_.peak_allocated, stats_.allocated);
-    auto it = free_blocks_.find(block);
-    if (it != free_blocks_.end()) {
-      std::vector<FreeBlock>& blocks = it->second;
-      for (size_t i = 0; i < blocks.size(); ++i) {
-        FreeBlock& f = blocks[i];
-        if (cudaEventQuery(f.compute_done) != cudaSuccess || cudaEventQuery(f.copy_done) != cudaSuccess) {
-          cudaGetLastError();  // cudaErrorNotReady is not an error
-          continue;
-        }
-        void* p = f.ptr;
-        cudaEventDestroy(f.compute_done);
-        cudaEventDestroy(f.copy_done);
-        blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
-        return p;
+    std::optional<FreeBlock> cached = cache_.take(block, [](const FreeBlock& f) {
+      if (cudaEventQuery(f.compute_done) == cudaSuccess &&
+          cudaEventQuery(f.copy_done) == cudaSuccess) {
+        return true;
       }
+      cudaGetLastError();  // cudaErrorNotReady is not an error
+      return false;
+    });
+    if (cached) {
+      cudaEventDestroy(cached->compute_done);
+      cudaEventDestroy(cached->copy_done);
+      return cached->ptr;
     }
     stats_.reserved += block;
   }
@@ -301,9 +299,29 @@ void PinnedHostAllocator::deallocate(void* ptr, size_t nbytes) {
   cudaEventCreateWithFlags(&f.copy_done, cudaEventDisableTiming);
   cudaEventRecord(f.compute_done, compute_);
   cudaEventRecord(f.copy_done, copy_);
+  std::vector<BlockCache<FreeBlock>::Entry> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.allocated -= nbytes;
+    freed = cache_.put(CachingHostAllocator::block_size(nbytes), f);
+  }
+  release(freed);
+}
+
+void PinnedHostAllocator::release(const std::vector<BlockCache<FreeBlock>::Entry>& blocks) {
+  if (blocks.empty()) return;
+  DeviceGuard guard(device_);
+  size_t bytes = 0;
+  for (const auto& e : blocks) {
+    cudaEventSynchronize(e.block.compute_done);
+    cudaEventSynchronize(e.block.copy_done);
+    cudaEventDestroy(e.block.compute_done);
+    cudaEventDestroy(e.block.copy_done);
+    cudaFreeHost(e.block.ptr);
+    bytes += e.size;
+  }
   std::lock_guard<std::mutex> lock(mutex_);
-  stats_.allocated -= nbytes;
-  free_blocks_[CachingHostAllocator::block_size(nbytes)].push_back(f);
+  stats_.reserved -= bytes;
 }
 
 AllocatorStats PinnedHostAllocator::stats() const {
@@ -312,19 +330,31 @@ AllocatorStats PinnedHostAllocator::stats() const {
 }
 
 void PinnedHostAllocator::empty_cache() {
-  DeviceGuard guard(device_);
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& [block, blocks] : free_blocks_) {
-    for (FreeBlock& f : blocks) {
-      cudaEventSynchronize(f.compute_done);
-      cudaEventSynchronize(f.copy_done);
-      cudaEventDestroy(f.compute_done);
-      cudaEventDestroy(f.copy_done);
-      cudaFreeHost(f.ptr);
-    }
-    stats_.reserved -= block * blocks.size();
+  std::vector<BlockCache<FreeBlock>::Entry> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    freed = cache_.drain();
   }
-  free_blocks_.clear();
+  release(freed);
+}
+
+size_t PinnedHostAllocator::cached_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.bytes();
+}
+
+size_t PinnedHostAllocator::max_cached_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.max_bytes();
+}
+
+void PinnedHostAllocator::set_max_cached_bytes(size_t max_bytes) {
+  std::vector<BlockCache<FreeBlock>::Entry> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    freed = cache_.set_max_bytes(max_bytes);
+  }
+  release(freed);
 }
 
 }  // namespace seg::cuda

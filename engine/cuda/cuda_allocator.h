@@ -97,19 +97,30 @@ class CudaCachingAllocator final : public Allocator {
 };
 
 // Page-locked host memory (for asynchronous host-to-device copies), cached by size class like the
-// host allocator's. A freed block may still be the source of a copy queued on the device, so
-// deallocation records an event on both of the context's streams and the block is reused only
-// once both events have completed.
+// host allocator's and bounded the same way (engine/block_cache.h: past the bound the least
+// recently freed blocks are given back). A freed block may still be the source of a copy queued on
+// the device, so deallocation records an event on both of the context's streams; the block is
+// reused only once both events have completed, and given back only after waiting for them.
 class PinnedHostAllocator final : public Allocator {
  public:
-  PinnedHostAllocator(int device, cudaStream_t compute, cudaStream_t copy)
-      : device_(device), compute_(compute), copy_(copy) {}
+  // Page-locked memory is taken from what the system can page, so the cache keeps less than the
+  // pageable host cache: 2 GiB holds the loader's window of ready batches at the study's sizes
+  // (e.g. eight batches of 8 full 2048x1024 RGB frames in f32, 1.6 GiB).
+  static constexpr size_t kDefaultMaxCachedBytes = size_t{2} << 30;
+
+  PinnedHostAllocator(int device, cudaStream_t compute, cudaStream_t copy,
+                      size_t max_cached_bytes = kDefaultMaxCachedBytes)
+      : device_(device), compute_(compute), copy_(copy), cache_(max_cached_bytes) {}
   ~PinnedHostAllocator() override;
   void* allocate(size_t nbytes) override;
   void deallocate(void* ptr, size_t nbytes) override;
   Device device() const override { return Device::cpu(); }
   AllocatorStats stats() const override;
   void empty_cache() override;
+  // Bytes in freed blocks kept for reuse, their bound, and a new bound (applied at once).
+  size_t cached_bytes() const;
+  size_t max_cached_bytes() const;
+  void set_max_cached_bytes(size_t max_bytes);
 
  private:
   struct FreeBlock {
@@ -117,10 +128,13 @@ class PinnedHostAllocator final : public Allocator {
     cudaEvent_t compute_done = nullptr;
     cudaEvent_t copy_done = nullptr;
   };
+  // Waits for the blocks' events, frees them (outside the lock) and takes them off `reserved`.
+  void release(const std::vector<BlockCache<FreeBlock>::Entry>& blocks);
+
   const int device_;
   const cudaStream_t compute_, copy_;
   mutable std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<FreeBlock>> free_blocks_;
+  BlockCache<FreeBlock> cache_;  // freed blocks by block size
   AllocatorStats stats_;
 };
 

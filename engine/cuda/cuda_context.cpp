@@ -37,7 +37,8 @@ CudaContext::CudaContext(int index, const CudaContextOptions& options) : index_(
 
   allocator_ = std::make_unique<CudaCachingAllocator>(index, compute, Device::cuda(index, this),
                                                       CudaAllocatorOptions{options.guard_bytes});
-  pinned_ = std::make_unique<PinnedHostAllocator>(index, compute, copy_stream_);
+  pinned_ = std::make_unique<PinnedHostAllocator>(index, compute, copy_stream_,
+                                                  options.pinned_cache_bytes);
   conv_algos_ = std::make_unique<ConvAlgoCache>();
   env_.allocator = allocator_.get();
   env_.allocate = &CudaContext::env_allocate;

@@ -21,6 +21,8 @@ namespace seg::cuda {
 struct CudaContextOptions {
   bool allow_tf32 = true;
   size_t guard_bytes = 0;  // allocator guard bytes (tests; see cuda_allocator.h)
+  // Bound on the pinned host memory kept cached for reuse (see PinnedHostAllocator).
+  size_t pinned_cache_bytes = PinnedHostAllocator::kDefaultMaxCachedBytes;
 };
 
 class CudaContext final : public DeviceContext {

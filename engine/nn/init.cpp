@@ -1,10 +1,13 @@
 // nn::init (see init.h). Formulas from torch/nn/init.py (PyTorch 1.13).
 //
 // A tensor with no elements is left as it is (PyTorch warns and returns); a zero fan is an error
-// naming the tensor (PyTorch would divide by zero).
+// naming the tensor (PyTorch would divide by zero). The fills run under NoGradGuard, as PyTorch's
+// do: a parameter is a leaf that requires grad, which an in-place update may not change otherwise.
 #include "engine/nn/init.h"
 
 #include <cmath>
+
+#include "engine/autograd.h"
 
 namespace seg::nn::init {
 
@@ -71,6 +74,7 @@ Tensor uniform_(const Tensor& t, Generator& gen, double low, double high) {
   check_fillable(t, "uniform_");
   SEG_CHECK(low <= high, "uniform_: low ", low, " > high ", high);
   if (t.numel() == 0) return t;
+  NoGradGuard no_grad;
   Tensor h = t;  // a handle: fills t's storage
   h.uniform_(gen, low, high);
   return h;
@@ -80,6 +84,7 @@ Tensor normal_(const Tensor& t, Generator& gen, double mean, double std) {
   check_fillable(t, "normal_");
   SEG_CHECK(std >= 0.0, "normal_: negative std ", std);
   if (t.numel() == 0) return t;
+  NoGradGuard no_grad;
   Tensor h = t;
   h.normal_(gen, mean, std);
   return h;
@@ -87,6 +92,7 @@ Tensor normal_(const Tensor& t, Generator& gen, double mean, double std) {
 
 Tensor constant_(const Tensor& t, double value) {
   SEG_CHECK(t.defined(), "constant_: undefined tensor");
+  NoGradGuard no_grad;
   Tensor h = t;
   if (h.numel() > 0) h.fill_(value);
   return h;

@@ -27,7 +27,7 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
   if (any_requires_grad({x})) {
     SavedTensor sx(backward_reads_x(op) ? xc : Tensor());
     SavedTensor sy(backward_reads_y(op) ? y : Tensor());
-    record(std::string(name) + "Backward", {x}, {&y},
+    record(backward_node_name(name), {x}, {&y},
            [op, alpha, sx, sy, &k](const std::vector<Tensor>& g, const std::vector<bool>&) {
              Tensor gy = contiguous_data(g[0]);
              Tensor gx = empty_like(gy);
@@ -102,7 +102,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
     SavedTensor saved_a(op == BinaryOp::mul ? a : Tensor());
     SavedTensor saved_b(op == BinaryOp::mul || op == BinaryOp::div ? b : Tensor());
     SavedTensor saved_out(op == BinaryOp::div ? out : Tensor());
-    record(std::string(name) + "Backward", {a, b}, {&out},
+    record(backward_node_name(name), {a, b}, {&out},
            [op, sa, sb, saved_a, saved_b, saved_out](const std::vector<Tensor>& grads,
                                                      const std::vector<bool>& needs) {
              const Tensor& g = grads[0];

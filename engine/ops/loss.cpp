@@ -135,15 +135,47 @@ Tensor pointwise_loss(const char* op, const Tensor& input, const Tensor& target,
   check_same_device_dtype(op, input, {target});
   SEG_CHECK(input.sizes() == target.sizes(), op, ": input ", shape_str(input.sizes()),
             " and target ", shape_str(target.sizes()), " must have the same shape");
-  Tensor diff = sub(input, target);
-  Tensor per_element = squared ? mul(diff, diff) : abs(diff);
-  switch (reduction) {
-    case Reduction::none: return per_element;
-    case Reduction::sum: return sum(per_element);
-    case Reduction::mean: return mean(per_element);
+  SEG_CHECK(
+      reduction == Reduction::none || reduction == Reduction::sum || reduction == Reduction::mean,
+      op, ": unknown reduction ", reduction_name(reduction));
+  // The values through the elementwise ops, then one node: d/d input = g * (sign(diff) or
+  // 2 diff) [/ n for mean], d/d target = its negation. sign(0) = 0, as PyTorch's l1_loss.
+  Tensor diff, out;
+  {
+    NoGradGuard no_grad;
+    diff = sub(input.detach(), target.detach());
+    Tensor per_element = squared ? mul(diff, diff) : abs(diff);
+    switch (reduction) {
+      case Reduction::none: out = per_element; break;
+      case Reduction::sum: out = sum(per_element); break;
+      case Reduction::mean: out = mean(per_element); break;
+    }
   }
-  SEG_CHECK(false, op, ": unknown reduction ", reduction_name(reduction));
-  return Tensor();
+  if (any_requires_grad({input, target})) {
+    SavedTensor saved_diff(diff);
+    const Shape shape = input.sizes();
+    const double scale =
+        reduction == Reduction::mean ? 1.0 / static_cast<double>(diff.numel()) : 1.0;
+    record(backward_node_name(op), {input, target}, {&out},
+           [saved_diff, shape, scale, squared](const std::vector<Tensor>& g,
+                                               const std::vector<bool>& needs) {
+             const Tensor d = saved_diff.get();
+             Tensor gy = contiguous_data(g[0].expand(shape));  // the incoming gradient per element
+             Tensor gx;
+             if (squared) {
+               gx = mul(gy, d);
+             } else {  // gy * sign(d): abs's own backward
+               gx = empty_like(d);
+               const auto& k = kernels_for<OpId::abs>(d.device());
+               k.backward(exec_context(d), UnaryOp::abs, 0.0, view_of(d), view_of(Tensor()),
+                          view_of(gy), view_of(gx));
+             }
+             const double factor = (squared ? 2.0 : 1.0) * scale;
+             if (factor != 1.0) gx = mul_scalar(gx, factor);
+             return std::vector<Tensor>{needs[0] ? gx : Tensor(), needs[1] ? neg(gx) : Tensor()};
+           });
+  }
+  return out;
 }
 
 }  // namespace

@@ -21,24 +21,38 @@ std::vector<int> normalise_dims(const Tensor& x, const std::vector<int>& dims, c
   return out;
 }
 
-Tensor reduce_sum(const Tensor& x, const std::vector<int>& dims, bool keepdim, const char* op) {
+// sum (scale 1) and mean (scale 1 / count) over `dims`, with one node named after `op`.
+Tensor reduce_sum(const Tensor& x, const std::vector<int>& dims, bool keepdim, const char* op,
+                  bool average) {
   SEG_CHECK(x.defined(), op, ": undefined input");
+  if (average) check_floating(x, op, "input");
   std::vector<int> rd = normalise_dims(x, dims, op);
   Shape kept = x.sizes();
-  for (int d : rd) kept[d] = 1;
+  int64_t count = 1;
+  for (int d : rd) {
+    count *= kept[d];
+    kept[d] = 1;
+  }
   Shape out_shape;
   for (int d = 0; d < x.dim(); ++d) {
     if (keepdim || std::find(rd.begin(), rd.end(), d) == rd.end()) out_shape.push_back(kept[d]);
   }
+  // PyTorch's mean of no elements is NaN (0 / 0); so is ours.
+  const double scale = average ? 1.0 / static_cast<double>(count) : 1.0;
   Tensor xc = contiguous_data(x);
   Tensor y = empty(kept, x.dtype(), x.device());
   kernels_for<OpId::sum>(x.device()).sum(exec_context(y), view_of(xc), view_of(y));
+  if (average) {
+    kernels_for<OpId::mul_scalar>(x.device())
+        .forward(exec_context(y), UnaryOp::mul_scalar, scale, view_of(y), view_of(y));
+  }
   Tensor out = y.view(out_shape);
   if (any_requires_grad({x})) {
     Shape in_shape = x.sizes();
-    record("SumBackward", {x}, {&out},
-           [in_shape, kept](const std::vector<Tensor>& g, const std::vector<bool>&) {
-             return std::vector<Tensor>{g[0].reshape(kept).expand(in_shape)};
+    record(backward_node_name(op), {x}, {&out},
+           [in_shape, kept, scale](const std::vector<Tensor>& g, const std::vector<bool>&) {
+             const Tensor gy = scale == 1.0 ? g[0] : mul_scalar(g[0], scale);
+             return std::vector<Tensor>{gy.reshape(kept).expand(in_shape)};
            });
   }
   return out;
@@ -46,18 +60,16 @@ Tensor reduce_sum(const Tensor& x, const std::vector<int>& dims, bool keepdim, c
 
 }  // namespace
 
-Tensor sum(const Tensor& x) { return reduce_sum(x, {}, false, "sum"); }
+Tensor sum(const Tensor& x) {
+  return reduce_sum(x, {}, false, "sum", false);
+}
 Tensor sum(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
-  return reduce_sum(x, dims, keepdim, "sum");
+  return reduce_sum(x, dims, keepdim, "sum", false);
 }
 
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 Tensor mean(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
-  check_floating(x, "mean", "input");
-  std::vector<int> rd = normalise_dims(x, dims, "mean");
-  int64_t count = 1;
-  for (int d : rd) count *= x.size(d);
-  return mul_scalar(reduce_sum(x, dims, keepdim, "mean"), 1.0 / static_cast<double>(count));
+  return reduce_sum(x, dims, keepdim, "mean", true);
 }
 
 Tensor argmax(const Tensor& x, int dim, bool keepdim) {

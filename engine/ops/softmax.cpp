@@ -26,7 +26,7 @@ Tensor softmax_impl(const Tensor& x, int dim, bool log) {
   if (y.numel() > 0) k.forward(exec_context(y), shape, log, view_of(xc), view_of(y));
   if (any_requires_grad({x})) {
     SavedTensor sy(y);
-    record(std::string(log ? "LogSoftmax" : "Softmax") + "Backward", {x}, {&y},
+    record(backward_node_name(name), {x}, {&y},
            [shape, log, sy, &k](const std::vector<Tensor>& g, const std::vector<bool>&) {
              Tensor gy = contiguous_data(g[0]);
              Tensor yv = sy.get();

@@ -1,7 +1,9 @@
 """Writes every PyTorch reference file the C++ tests compare against.
 
 Runs each tests/reference/ref_*.py with --out DIR. Without torch (Debian's python3-torch) it says
-so and writes nothing: the tests that need a reference then report themselves skipped.
+so and writes nothing: the tests that need a reference then report themselves skipped. With
+--require-torch (the build found this python importing torch, so the tests require the files) a
+missing torch is an error instead.
 """
 import argparse
 import glob
@@ -13,10 +15,15 @@ import sys
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
+    parser.add_argument("--require-torch", action="store_true")
     args = parser.parse_args()
     try:
         import torch  # noqa: F401
-    except ImportError:
+    except ImportError as e:
+        if args.require_torch:
+            print(f"reference data: {sys.executable} cannot import torch ({e}), but the build "
+                  "found it there and requires the reference files; reconfigure the build")
+            return 1
         print("reference data: python3-torch is not installed; reference tests will be skipped")
         return 0
     os.makedirs(args.out, exist_ok=True)

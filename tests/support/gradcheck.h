@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,14 @@ constexpr double kGradCheckStep = 1e-6;
 // A point where the one-sided differences disagree by more than this (relative) is a kink (relu
 // at 0, a hinge at 0, a max with ties): its derivative is not defined and it is skipped.
 constexpr double kKinkThreshold = 1e-3;
-// Elements checked per input at most (sampled deterministically when an input is larger).
+// Elements checked per input at most: a larger input gets this many distinct elements, sampled
+// without replacement from the case's generator (deterministic).
 constexpr int kMaxCheckedElements = 40;
+// A case whose skipped kinks exceed this share of its sampled elements fails: kinks are points of
+// measure zero (relu at 0, a hinge at 0, max ties), which random inputs hit rarely; a case that
+// skips more than one in ten checks too little of its gradient to count (or its backward is wrong
+// everywhere and differences that disagree on both sides are hiding it).
+constexpr double kMaxSkippedKinkShare = 0.1;
 
 struct GradCase {
   std::string op;    // the op's name in the catalog (kernels/common/registry.h)
@@ -38,12 +45,19 @@ struct GradCase {
 
 struct GradCheckResult {
   bool ok = true;
-  int checked = 0;
-  int skipped_kinks = 0;
-  std::string message;  // the first mismatch, when !ok
+  int checked = 0;                     // elements compared, over all inputs
+  int skipped_kinks = 0;               // sampled elements skipped as kinks, over all inputs
+  std::vector<int> checked_per_input;  // by input index (0 for inputs without requires_grad)
+  std::set<std::string> nodes;         // names of the autograd nodes in the checked graph
+  std::string message;                 // the first failure, when !ok
 };
 
+// Fails (ok = false, with a message) on the first gradient mismatch, when an input that requires
+// grad has no element checked, or when the kinks skipped exceed kMaxSkippedKinkShare.
 GradCheckResult check_gradients(const GradCase& c, uint64_t seed = 1234);
+
+// The names of the autograd nodes reachable from `out`'s grad_fn (leaf accumulators included).
+std::set<std::string> graph_node_names(const Tensor& out);
 
 // f64 input helpers for cases.
 Tensor randn64(const Shape& shape, Generator& gen, bool requires_grad = true);

@@ -1,7 +1,9 @@
 // Access to reference data written by tests/reference/*.py (PyTorch) into SEG_REFERENCE_DIR.
 //
-// A test whose reference file is missing calls skip_missing_reference(): it reports the missing
-// file and the test binary exits with code 77, which CTest shows as skipped, never as passed.
+// Where the build found a python3 that imports torch (SEG_REFERENCE_REQUIRED,
+// tests/CMakeLists.txt), the references must be there: a missing file fails the test that asked for
+// it. Elsewhere the test records a skip naming the file, and the binary exits with code 77, which
+// CTest shows as skipped, never as passed.
 #pragma once
 
 #include <filesystem>
@@ -13,7 +15,11 @@ namespace seg::test {
 std::filesystem::path reference_dir();
 std::filesystem::path reference_path(const std::string& name);
 
-// True when the reference file exists; otherwise records a skip naming the file and returns false.
+// True when the build found python3-torch: missing reference files are failures, not skips.
+bool reference_required();
+
+// True when the reference file exists. Otherwise returns false after recording a failure naming the
+// file (references required) or a skip (not required); the caller returns from its test.
 bool have_reference(const std::string& name);
 
 // Records that the current test was skipped, with the reason; the binary then exits with 77.
