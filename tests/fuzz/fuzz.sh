@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of tests/fuzz in a clang build folder and runs each for a while.
 #
-#   bash tests/fuzz/fuzz.sh [--seconds N] [--jobs N] BUILD_DIR [TARGET...]
+#   bash tests/fuzz/fuzz.sh [--seconds N] [--jobs N] [--seed S] BUILD_DIR [TARGET...]
 #
 # BUILD_DIR is configured with clang++ and SEG_FUZZ=ON (CPU only, no tests or benchmarks) when it
 # is not yet, then fuzz_all is built. Each target (all of fuzz_targets.txt by default) runs for N
@@ -15,16 +15,18 @@ set -euo pipefail
 
 seconds=5
 jobs=1
+seed=0  # 0: libFuzzer picks one; the test suite's smoke run fixes it, so CI explores the same inputs
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
 if [[ $# -lt 1 ]]; then
-  echo "usage: $0 [--seconds N] [--jobs N] BUILD_DIR [TARGET...]" >&2
+  echo "usage: $0 [--seconds N] [--jobs N] [--seed S] BUILD_DIR [TARGET...]" >&2
   exit 2
 fi
 build="$(mkdir -p "$1" && cd "$1" && pwd)"
@@ -72,6 +74,7 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$build/artifacts/$t-")
   [[ -f "$here/$t.dict" ]] && args+=(-dict="$here/$t.dict")
   [[ "$jobs" -gt 1 ]] && args+=(-fork="$jobs")
+  [[ "$seed" -ne 0 ]] && args+=(-seed="$seed")
   echo "fuzz.sh: $t for ${seconds} s"
   if ! "$exe" "${args[@]}" "$build/corpus/$t" "$here/corpus/$t" > "$build/$t.log" 2>&1; then
     status=1
