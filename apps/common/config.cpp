@@ -253,15 +253,18 @@ std::string Config::require_string(const std::string& key,
   return get_string(key, "", choices);
 }
 
-std::vector<int64_t> Config::get_int_list(const std::string& key,
-                                          const std::vector<int64_t>& fallback, int64_t min,
-                                          int64_t max, size_t size) {
+template <class T>
+std::vector<T> Config::read_list(const std::string& key, const std::vector<T>& fallback, T min,
+                                 T max, size_t size) {
   const json* v = find(key);
-  std::vector<int64_t> out = fallback;
+  std::vector<T> out = fallback;
   if (v) {
-    if (!v->is_array()) fail(key, "must be a list of integers, got " + text_of(*v));
+    if (!v->is_array()) {
+      fail(key, std::string("must be a list of ") +
+                    (std::is_integral_v<T> ? "integers" : "numbers") + ", got " + text_of(*v));
+    }
     out.clear();
-    for (const json& e : *v) out.push_back(read_number<int64_t>(key, e, min, max));
+    for (const json& e : *v) out.push_back(read_number<T>(key, e, min, max));
   }
   if (size && out.size() != size) {
     fail(key, "must hold " + std::to_string(size) + " values, got " + std::to_string(out.size()));
@@ -270,21 +273,16 @@ std::vector<int64_t> Config::get_int_list(const std::string& key,
   return out;
 }
 
+std::vector<int64_t> Config::get_int_list(const std::string& key,
+                                          const std::vector<int64_t>& fallback, int64_t min,
+                                          int64_t max, size_t size) {
+  return read_list<int64_t>(key, fallback, min, max, size);
+}
+
 std::vector<double> Config::get_double_list(const std::string& key,
                                             const std::vector<double>& fallback, double min,
                                             double max, size_t size) {
-  const json* v = find(key);
-  std::vector<double> out = fallback;
-  if (v) {
-    if (!v->is_array()) fail(key, "must be a list of numbers, got " + text_of(*v));
-    out.clear();
-    for (const json& e : *v) out.push_back(read_number<double>(key, e, min, max));
-  }
-  if (size && out.size() != size) {
-    fail(key, "must hold " + std::to_string(size) + " values, got " + std::to_string(out.size()));
-  }
-  record(key, out);
-  return out;
+  return read_list<double>(key, fallback, min, max, size);
 }
 
 std::vector<std::string> Config::get_string_list(const std::string& key,

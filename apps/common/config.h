@@ -83,6 +83,9 @@ class Config {
   [[noreturn]] void fail(const std::string& key, const std::string& problem) const;
   template <class T>
   T read_number(const std::string& key, const nlohmann::json& v, T min, T max) const;
+  template <class T>
+  std::vector<T> read_list(const std::string& key, const std::vector<T>& fallback, T min, T max,
+                           size_t size);
 
   nlohmann::json root_;
   std::string origin_;

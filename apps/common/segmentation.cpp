@@ -296,56 +296,60 @@ std::unique_ptr<data::Dataset> make_segmentation_dataset(const SegmentationExper
   return set;
 }
 
+namespace {
+
+// An optimiser of type Opt over the groups, each group's options from options_of(g).
+template <class Opt, class Options, class F>
+std::unique_ptr<Optimizer> grouped(const std::vector<std::vector<Tensor>>& groups, F options_of) {
+  std::vector<ParamGroupSpec<Options>> specs;
+  for (size_t g = 0; g < groups.size(); ++g) specs.push_back({groups[g], options_of(g)});
+  return std::make_unique<Opt>(specs);
+}
+
+}  // namespace
+
 std::unique_ptr<Optimizer> make_optimizer(const SegmentationExperiment& ex,
                                           SegmentationModel& model) {
   std::vector<std::vector<Tensor>> groups{model.backbone_parameters()};
   if (std::vector<Tensor> head = model.head_parameters(); !head.empty()) groups.push_back(head);
   const auto lr_of = [&](size_t g) { return g == 0 ? ex.lr : ex.lr * ex.head_lr_mult; };
   if (ex.optimizer == "sgd") {
-    std::vector<ParamGroupSpec<SGDOptions>> specs;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      specs.push_back({groups[g], SGDOptions{.lr = lr_of(g),
-                                             .momentum = ex.momentum,
-                                             .dampening = ex.dampening,
-                                             .weight_decay = ex.weight_decay,
-                                             .nesterov = ex.nesterov}});
-    }
-    return std::make_unique<SGD>(specs);
+    return grouped<SGD, SGDOptions>(groups, [&](size_t g) {
+      return SGDOptions{.lr = lr_of(g),
+                        .momentum = ex.momentum,
+                        .dampening = ex.dampening,
+                        .weight_decay = ex.weight_decay,
+                        .nesterov = ex.nesterov};
+    });
   }
   if (ex.optimizer == "rmsprop") {
-    std::vector<ParamGroupSpec<RMSpropOptions>> specs;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      specs.push_back({groups[g], RMSpropOptions{.lr = lr_of(g),
-                                                 .alpha = ex.alpha,
-                                                 .eps = ex.eps,
-                                                 .weight_decay = ex.weight_decay,
-                                                 .momentum = ex.momentum,
-                                                 .centered = ex.centered}});
-    }
-    return std::make_unique<RMSprop>(specs);
+    return grouped<RMSprop, RMSpropOptions>(groups, [&](size_t g) {
+      return RMSpropOptions{.lr = lr_of(g),
+                            .alpha = ex.alpha,
+                            .eps = ex.eps,
+                            .weight_decay = ex.weight_decay,
+                            .momentum = ex.momentum,
+                            .centered = ex.centered};
+    });
   }
   if (ex.optimizer == "adam") {
-    std::vector<ParamGroupSpec<AdamOptions>> specs;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      specs.push_back({groups[g], AdamOptions{.lr = lr_of(g),
-                                              .beta1 = ex.beta1,
-                                              .beta2 = ex.beta2,
-                                              .eps = ex.eps,
-                                              .weight_decay = ex.weight_decay,
-                                              .amsgrad = ex.amsgrad}});
-    }
-    return std::make_unique<Adam>(specs);
+    return grouped<Adam, AdamOptions>(groups, [&](size_t g) {
+      return AdamOptions{.lr = lr_of(g),
+                         .beta1 = ex.beta1,
+                         .beta2 = ex.beta2,
+                         .eps = ex.eps,
+                         .weight_decay = ex.weight_decay,
+                         .amsgrad = ex.amsgrad};
+    });
   }
-  std::vector<ParamGroupSpec<AdamWOptions>> specs;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    specs.push_back({groups[g], AdamWOptions{.lr = lr_of(g),
-                                             .beta1 = ex.beta1,
-                                             .beta2 = ex.beta2,
-                                             .eps = ex.eps,
-                                             .weight_decay = ex.weight_decay,
-                                             .amsgrad = ex.amsgrad}});
-  }
-  return std::make_unique<AdamW>(specs);
+  return grouped<AdamW, AdamWOptions>(groups, [&](size_t g) {
+    return AdamWOptions{.lr = lr_of(g),
+                        .beta1 = ex.beta1,
+                        .beta2 = ex.beta2,
+                        .eps = ex.eps,
+                        .weight_decay = ex.weight_decay,
+                        .amsgrad = ex.amsgrad};
+  });
 }
 
 Schedule make_schedule(const SegmentationExperiment& ex, Optimizer& optimizer, int64_t iterations,
