@@ -3,11 +3,13 @@
 # some of them under compute-sanitizer (memcheck and racecheck), runs the kernel benchmarks beside
 # PyTorch, and prints one table.
 #
-#   bash benchmarks/gpu_check.sh [all|build|test|bench|sanitize|cputest]   (default: all)
+#   bash benchmarks/gpu_check.sh [all|build|test|apps|bench|sanitize|cputest]   (default: all)
 #
-# Phases: build; test (every `gpu` test); bench (the kernel lab beside PyTorch); sanitize
-# (compute-sanitizer); cputest (the CPU suite of the CUDA build). `all` runs them in that order, the
-# GPU-only ones first, so that a short lease spends its time on what no other machine can check.
+# Phases: build; test (every `gpu` test); apps (train_unet, train_deeplab and evaluate on a small
+# synthetic Cityscapes with train.device=cuda, or $APPS_DEVICE; a run interrupted and resumed); bench (the kernel lab beside
+# PyTorch); sanitize (compute-sanitizer); cputest (the CPU suite of the CUDA build). `all` runs
+# them in that order, the GPU-only ones first, so that a short lease spends its time on what no
+# other machine can check.
 #
 # It finds nvcc on the PATH or in /usr/local/cuda/bin, and cuDNN and NCCL beside the CUDA toolkit or
 # in Python wheels (nvidia-cudnn-*, nvidia-nccl-*) of the python3 that holds PyTorch. On a machine
@@ -125,6 +127,27 @@ do_test() {
     "$BUILD/tests/test_cuda_parity"
 }
 
+do_apps() {
+  local work=$BUILD/gpu-check-apps
+  rm -rf "$work"
+  local apps=$BUILD/apps
+  local dev=(--set train.device="${APPS_DEVICE:-cuda}" --set data.workers=4)
+  local unet_epochs=${APPS_UNET_EPOCHS:-3}
+  # SIGINT after a few seconds (the run saves its checkpoint and exits with 130), then --resume.
+  interrupted() { "$@"; local rc=$?; [[ $rc -eq 0 || $rc -eq 130 ]]; }
+  step "apps: synthetic Cityscapes" "$apps/make_synthetic_cityscapes" --out "$work/cs" --width 512 \
+    --height 256 --train 16 --val 4 --no-sequences &&
+    step "apps: train_unet" "$apps/train_unet" --config "$ROOT/configs/demo.json" \
+      --data "$work/cs" --run "$work/unet" "${dev[@]}" --set train.epochs="$unet_epochs" &&
+    step "apps: evaluate" "$apps/evaluate" --config "$ROOT/configs/demo.json" \
+      --checkpoint "$work/unet/best.safetensors" --data "$work/cs" --out "$work/pred" "${dev[@]}" &&
+    step "apps: train_deeplab, SIGINT after 20 s" interrupted timeout --preserve-status -s INT 20 \
+      "$apps/train_deeplab" --config "$ROOT/configs/demo_deeplab.json" --data "$work/cs" \
+      --run "$work/deeplab" "${dev[@]}" --set train.iterations=40 &&
+    step "apps: train_deeplab --resume" "$apps/train_deeplab" --data "$work/cs" \
+      --run "$work/deeplab" --resume
+}
+
 do_cputest() {
   step "cpu tests (ctest -L cpu)" ctest --test-dir "$BUILD" -L cpu --output-on-failure -j 8
 }
@@ -162,11 +185,12 @@ do_bench() {
 case "$PHASE" in
   build) do_build ;;
   test) do_test ;;
+  apps) do_apps ;;
   bench) do_bench ;;
   sanitize) do_sanitize ;;
   cputest) do_cputest ;;
-  all) do_build && { do_test; do_bench; do_sanitize; do_cputest; } ;;
-  *) echo "usage: $0 [all|build|test|bench|sanitize|cputest]" >&2; exit 2 ;;
+  all) do_build && { do_test; do_apps; do_bench; do_sanitize; do_cputest; } ;;
+  *) echo "usage: $0 [all|build|test|apps|bench|sanitize|cputest]" >&2; exit 2 ;;
 esac
 
 # ---- the table ---------------------------------------------------------------------------
