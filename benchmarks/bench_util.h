@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -54,23 +55,17 @@ inline std::string shell_quote(const std::string& s) {
   return out;
 }
 
-// Runs `python script args...` and parses the last line of its output that starts with '{' as a
-// JSON object. False, with the reason in `info`, when the script is missing, cannot run, prints no
-// JSON, or reports {"error": ...}.
-inline bool run_peer_script(const std::string& script, const std::vector<std::string>& args,
-                            nlohmann::json& result, std::string& info) {
-  if (!std::filesystem::exists(script)) {
-    info = "peer script " + script + " not found";
-    return false;
-  }
-  const std::string python = peer_python();
-  std::string cmd = shell_quote(python);
-  cmd.append(" ").append(shell_quote(script));
-  for (const std::string& a : args) cmd.append(" ").append(shell_quote(a));
+// Runs the command `argv` (through the shell, each word quoted) and parses the last line of its
+// output that starts with '{' as a JSON object. False, with the reason in `info`, when it cannot
+// run, prints no JSON, or reports {"error": ...}.
+inline bool run_json_command(const std::vector<std::string>& argv, nlohmann::json& result,
+                             std::string& info) {
+  std::string cmd;
+  for (const std::string& a : argv) cmd.append(cmd.empty() ? "" : " ").append(shell_quote(a));
   cmd.append(" 2>&1");
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) {
-    info = "could not start " + python;
+    info = "could not start " + (argv.empty() ? std::string("(nothing)") : argv[0]);
     return false;
   }
   std::string out;
@@ -88,7 +83,9 @@ inline bool run_peer_script(const std::string& script, const std::vector<std::st
   }
   result = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
   if (last.empty() || result.is_discarded() || !result.is_object()) {
-    info = python + " " + script + " printed no JSON (exit status " + std::to_string(status) +
+    std::string words;
+    for (size_t i = 0; i < argv.size() && i < 2; ++i) words.append(i ? " " : "").append(argv[i]);
+    info = words + " printed no JSON (exit status " + std::to_string(status) +
            "): " + out.substr(0, 300);
     return false;
   }
@@ -98,6 +95,59 @@ inline bool run_peer_script(const std::string& script, const std::vector<std::st
     return false;
   }
   return true;
+}
+
+// Runs `python script args...` (peer_python()) through run_json_command. False, with the reason in
+// `info`, when the script is missing, cannot run, prints no JSON, or reports {"error": ...}.
+inline bool run_peer_script(const std::string& script, const std::vector<std::string>& args,
+                            nlohmann::json& result, std::string& info) {
+  if (!std::filesystem::exists(script)) {
+    info = "peer script " + script + " not found";
+    return false;
+  }
+  std::vector<std::string> argv{peer_python(), script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_json_command(argv, result, info);
+}
+
+// Bytes of a "Vm..." field of /proc/self/status (VmRSS: resident now; VmHWM: the resident peak);
+// 0 where it cannot be read.
+inline size_t proc_status_bytes(const char* field) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  size_t kib = 0;
+  const size_t len = std::strlen(field);
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
+      kib = static_cast<size_t>(std::strtoull(line + len + 1, nullptr, 10));
+      break;
+    }
+  }
+  std::fclose(f);
+  return kib * 1024;
+}
+
+// Resets VmHWM to the current resident set (Linux: "5" to /proc/self/clear_refs). False when the
+// kernel does not allow it (the peak then covers the whole process).
+inline bool reset_peak_rss() {
+  FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+// The 1-, 5- and 15-minute load averages, "2.10 1.80 1.50" ("?" where unreadable).
+inline std::string load_average() {
+  FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return "?";
+  double a = 0, b = 0, c = 0;
+  const int got = std::fscanf(f, "%lf %lf %lf", &a, &b, &c);
+  std::fclose(f);
+  if (got != 3) return "?";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.2f %.2f %.2f", a, b, c);
+  return buf;
 }
 
 // The command line of the CPU layer benchmarks:
