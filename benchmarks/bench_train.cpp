@@ -462,14 +462,17 @@ int run_worker(const Args& args, const Row& row) {
   sync();
   const bool rss_reset = bench::reset_peak_rss();
   const size_t rss_before = bench::proc_status_bytes("VmRSS");
-  std::vector<double> losses, times;
+  std::vector<double> losses, times, cpu_times;
   for (int i = 0; i < args.warmup + args.iters; ++i) {
-    const double t0 = now_ms();
+    const double t0 = now_ms(), c0 = bench::process_cpu_ms();
     Tensor loss = step();
     sync();
-    const double dt = now_ms() - t0;
+    const double dt = now_ms() - t0, dc = bench::process_cpu_ms() - c0;
     if (i < 2) losses.push_back(loss.item());
-    if (i >= args.warmup) times.push_back(dt);
+    if (i >= args.warmup) {
+      times.push_back(dt);
+      cpu_times.push_back(dc);
+    }
   }
   const size_t rss_peak = bench::proc_status_bytes("VmHWM");
   const AllocatorStats stats = allocator->stats();
@@ -477,6 +480,7 @@ int run_worker(const Args& args, const Row& row) {
   json out;
   out["loss"] = losses;
   out["step_ms"] = times;
+  out["cpu_ms"] = cpu_times;
   out["tensor_peak_bytes"] = stats.peak_allocated;
   out["rss_growth_bytes"] = rss_reset ? json(rss_peak - std::min(rss_peak, rss_before)) : json();
   if (args.breakdown) {

@@ -4,6 +4,7 @@ batch that bench_train wrote, timed with the same thread count, warmup and step 
 one JSON object on stdout:
 
   {"torch": VERSION, "threads": N, "device": "cpu", "loss": [L0, L1], "step_ms": [...],
+   "cpu_ms": [...] (the process's CPU time per step, all threads),
    "rss_growth_bytes": B, "tensor_peak_bytes": B, "tensor_base_bytes": B,
    "breakdown": {"forward": {OP: ms}, "backward": {NODE: ms}, "other": {PHASE: ms}}}
 
@@ -165,16 +166,17 @@ def main():
     rss_before = rss_bytes("VmRSS")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    losses, times = [], []
+    losses, times, cpu_times = [], [], []
     for i in range(args.warmup + args.iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = step()
         sync()
-        dt = (time.perf_counter() - t0) * 1e3
+        dt, dc = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
         if i < 2:
             losses.append(loss.item())
         if i >= args.warmup:
             times.append(dt)
+            cpu_times.append(dc)
     rss_growth = rss_bytes("VmHWM") - rss_before if rss_reset else None
 
     def live_bytes():
@@ -225,7 +227,7 @@ def main():
     print(json.dumps({"torch": torch.__version__, "python": sys.executable,
                       "threads": torch.get_num_threads(), "device": str(device),
                       "mkldnn": torch.backends.mkldnn.is_available(), "loss": losses,
-                      "step_ms": times, "rss_growth_bytes": rss_growth,
+                      "step_ms": times, "cpu_ms": cpu_times, "rss_growth_bytes": rss_growth,
                       "tensor_peak_bytes": tensor_peak, "tensor_base_bytes": tensor_base,
                       "breakdown": breakdown}))
     return 0

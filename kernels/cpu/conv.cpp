@@ -10,7 +10,10 @@
 //   otherwise need 1.2 GB per image) while leaving the GEMM thousands of columns to work on.
 // - A 1x1 conv with stride 1 and no padding needs no im2col: its input image already is the column
 //   matrix, so the GEMMs read x and write gx directly.
-// - Threads: the GEMMs run outside OpenMP regions with OpenBLAS's own threads. im2col, col2im and
+// - f32 GEMMs are our own (kernels/cpu/sgemm.h: AVX-512 or AVX2 micro-kernels chosen by the CPU's
+//   features, so OPENBLAS_CORETYPE does not slow them); f64 GEMMs are OpenBLAS's.
+// - Threads: the GEMMs run outside OpenMP regions and use the OpenMP threads themselves. im2col,
+// col2im and
 //   the bias loops use OpenMP (parallel_for) only when OpenBLAS itself is built on OpenMP, so that
 //   one thread pool serves both. With the pthread build of OpenBLAS (Debian's default), its worker
 //   threads keep spinning for ~0.1 s after each GEMM and an OpenMP region between two GEMMs fights
@@ -36,6 +39,7 @@
 
 #include "kernels/common/registry.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace seg::cpu {
 namespace {
@@ -46,12 +50,12 @@ namespace {
 // within noise of each other, 2 MiB 5-15% slower, whole images (no chunks) slower for large images.
 constexpr int64_t kColumnBudgetBytes = int64_t{8} << 20;
 
+// f32: our own GEMM (kernels/cpu/sgemm.h), whatever kernels OpenBLAS would pick; f64 (gradient
+// checks): OpenBLAS.
 inline void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                       float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+  sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 inline void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
