@@ -33,6 +33,12 @@ inline double process_cpu_ms() {
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
 
+// Wall-clock milliseconds, or with `cpu_time` the process's CPU time: with one thread on a shared
+// machine, time slices given to other processes then do not count.
+inline double clock_ms(bool cpu_time) {
+  return cpu_time ? process_cpu_ms() : now_ms();
+}
+
 // The median (the mean of the middle two for an even count); 0 for no values.
 inline double median(std::vector<double> v) {
   if (v.empty()) return 0.0;
@@ -159,12 +165,15 @@ inline std::string load_average() {
 }
 
 // The command line of the CPU layer benchmarks:
-//   NAME [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]
-// Bad input prints the usage and exits with status 2. The thread count (default: OpenMP's current
-// maximum) is set for OpenMP and OpenBLAS here, and the peer gets it through torch.set_num_threads.
+//   NAME [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer] [--cpu-time]
+// Bad input prints the usage and exits with status 2. --cpu-time times with the process's CPU
+// time instead of the wall clock (both sides; meaningful with --threads 1 on a loaded machine). The
+// thread count (default: OpenMP's current maximum) is set for OpenMP and OpenBLAS here, and the
+// peer gets it through torch.set_num_threads.
 struct CpuBenchArgs {
   int threads = 1, warmup = 2, iters = 10;
   bool use_peer = true;
+  bool cpu_time = false;
   std::string peer;
 };
 
@@ -175,7 +184,8 @@ inline CpuBenchArgs parse_cpu_bench_args(int argc, char** argv, const char* name
   a.peer = default_peer;
   auto usage = [&]() {
     std::fprintf(stderr,
-                 "usage: %s [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]\n",
+                 "usage: %s [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer] "
+                 "[--cpu-time]\n",
                  name);
     std::exit(2);
   };
@@ -196,6 +206,8 @@ inline CpuBenchArgs parse_cpu_bench_args(int argc, char** argv, const char* name
         a.peer = next();
       } else if (opt == "--no-peer") {
         a.use_peer = false;
+      } else if (opt == "--cpu-time") {
+        a.cpu_time = true;
       } else {
         usage();
       }
@@ -239,10 +251,12 @@ struct PeerTiming {
 inline bool run_layer_peer(const CpuBenchArgs& args, const std::string& spec, PeerTiming& out,
                            std::string& info) {
   nlohmann::json j;
-  if (!run_peer_script(args.peer,
-                       {"--threads", std::to_string(args.threads), "--warmup",
-                        std::to_string(args.warmup), "--iters", std::to_string(args.iters), spec},
-                       j, info)) {
+  std::vector<std::string> peer_args{"--threads", std::to_string(args.threads),
+                                     "--warmup",  std::to_string(args.warmup),
+                                     "--iters",   std::to_string(args.iters)};
+  if (args.cpu_time) peer_args.push_back("--cpu-time");
+  peer_args.push_back(spec);
+  if (!run_peer_script(args.peer, peer_args, j, info)) {
     return false;
   }
   const nlohmann::json& results = j["results"];

@@ -1,13 +1,15 @@
 // Our f32 GEMM (kernels/cpu/sgemm.h) with every instruction set this processor runs (AVX-512,
-// AVX2, and the OpenBLAS fallback): all four transpose combinations, alpha and beta (beta == 0 over
-// a C full of NaN), padded leading dimensions, shapes on and off the tile sizes and past each
-// blocking size (depth blocks, row blocks, column blocks, the threads' split), against an f64
-// reference; results identical whatever the thread count.
+// AVX2, and the OpenBLAS fallback): all four transpose combinations, operands given by row
+// pointers, alpha and beta (beta == 0 over a C full of NaN), padded leading dimensions, shapes on
+// and off the tile sizes (both AVX-512 tiles) and past each blocking size (depth blocks, row
+// blocks, column blocks, the threads' split), against an f64 reference; results identical
+// whatever the thread count.
 #include <doctest/doctest.h>
 #include <omp.h>
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -89,6 +91,39 @@ void check_case(GemmIsa isa, const Case& cs, bool ta, bool tb, float alpha, floa
   CHECK(bad == 0);
 }
 
+// A and B given by row pointers into a buffer where the rows are unevenly spaced (each starts at
+// its own offset), against f64.
+void check_row_pointers(GemmIsa isa, const Case& cs, float beta) {
+  Generator gen(static_cast<uint64_t>(cs.m * 31 + cs.n * 17 + cs.k));
+  const int64_t gap = 5;  // up to 5 floats between consecutive rows
+  std::vector<float> store = random_vector((cs.m * (cs.k + gap) + cs.k * (cs.n + gap)) + 1, gen);
+  std::vector<const float*> a_rows, b_rows;
+  int64_t off = 0;
+  for (int64_t i = 0; i < cs.m; ++i, off += cs.k + i % (gap + 1)) a_rows.push_back(&store[off]);
+  for (int64_t p = 0; p < cs.k; ++p, off += cs.n + p % (gap + 1)) b_rows.push_back(&store[off]);
+  const int64_t ldc = cs.n + 1;
+  std::vector<float> c0 = random_vector(cs.m * ldc, gen), c = c0;
+  cpu::sgemm_ex_with(isa, cs.m, cs.n, cs.k, 1.0f, cpu::GemmOperand::row_pointers(a_rows.data()),
+                     cpu::GemmOperand::row_pointers(b_rows.data()), beta, c.data(), ldc);
+  int bad = 0;
+  for (int64_t i = 0; i < cs.m; ++i) {
+    for (int64_t j = 0; j < cs.n; ++j) {
+      double exact = beta * static_cast<double>(c0[i * ldc + j]), magnitude = std::abs(exact);
+      for (int64_t p = 0; p < cs.k; ++p) {
+        const double t = static_cast<double>(a_rows[i][p]) * b_rows[p][j];
+        exact += t;
+        magnitude += std::abs(t);
+      }
+      const double bound = (cs.k + 2) * kUnitRoundoff * magnitude;
+      if (!(std::abs(c[i * ldc + j] - exact) <= bound) && bad++ < 3) {
+        FAIL_CHECK(cpu::gemm_isa_name(isa), " row pointers m ", cs.m, " n ", cs.n, " k ", cs.k,
+                   ": C(", i, ", ", j, ") = ", c[i * ldc + j], ", expected ", exact);
+      }
+    }
+  }
+  CHECK(bad == 0);
+}
+
 std::vector<GemmIsa> supported_isas() {
   std::vector<GemmIsa> isas;
   for (GemmIsa isa : {GemmIsa::avx512, GemmIsa::avx2, GemmIsa::blas}) {
@@ -109,6 +144,25 @@ TEST_CASE("sgemm: every instruction set against f64, all transposes, alpha and b
       check_case(isa, cs, true, false, 2.0f, 0.25f);
     }
   }
+}
+
+TEST_CASE("sgemm: operands given by row pointers") {
+  for (GemmIsa isa : supported_isas()) {
+    for (const Case& cs : kCases) {
+      check_row_pointers(isa, cs, 0.0f);
+      check_row_pointers(isa, cs, 1.0f);
+    }
+  }
+}
+
+TEST_CASE("sgemm: an operand given by row pointers cannot be transposed") {
+  const float row[2] = {1.0f, 2.0f};
+  const float* rows[1] = {row};
+  float out[1] = {0.0f};
+  cpu::GemmOperand a = cpu::GemmOperand::row_pointers(rows);
+  a.trans = true;
+  CHECK_THROWS_AS(cpu::sgemm_ex(1, 1, 1, 1.0f, a, cpu::GemmOperand::matrix(row, 1), 0.0f, out, 1),
+                  std::invalid_argument);
 }
 
 TEST_CASE("sgemm: the best instruction set is one this processor runs") {

@@ -1,27 +1,26 @@
-// Our own f32 GEMM (see sgemm.h): packed operands and register-blocked micro-kernels, in the
-// Goto/BLIS loop order.
+// Our own f32 GEMM (see sgemm.h): register-blocked micro-kernels in the Goto/BLIS loop order.
 //
 // Design notes
-// - Loops: for each column block of NC, for each depth block of KC (B's (KC, NC) panel packed
-// once),
-//   for each row block of MC (A's (MC, KC) block packed once), for each NR-wide sliver of B, for
-//   each MR-tall sliver of A: the micro-kernel computes an (MR, NR) tile of C in registers over
-//   the KC depth and adds it to C. B's sliver (KC * NR floats) stays in L1 while the row slivers
-//   of A stream through it from L2.
-// - The micro-kernel broadcasts A and vectorises along n: acc[r][:] += a[r][p] * b[p][:]. Packed A
-//   slivers are (MR, kc) row-major (MR streams of kc contiguous values): packing the usual
-//   row-major A is then a row copy, and the operand that needs a transpose while packing is the
-//   one stored (k, m) or (n, k), which the callers choose to be the smaller one. Packed B slivers
-//   are (kc, NR). Partial slivers are zero-padded; partial tiles are stored with masks.
-// - AVX-512: MR 8 x NR 48 (24 zmm accumulators, 3 for B, 1 broadcast). AVX2: MR 6 x NR 16 (12 ymm
-//   accumulators), the classic Haswell shape. Chosen at run time from the CPU's features; the
-//   AVX-512 functions are compiled with a target attribute, so the rest of the build keeps its
-//   x86-64-v3 flags and runs on AVX2-only machines.
-// - A stored (m, k) is read in place (its rows are the slivers' rows); only partial slivers and
-//   A stored (k, m) are packed. Transposing packs go 8x8 blocks at a time through registers.
+// - Loops: for each column block of NC, for each depth block of KC (B's (KC, NC) panel packed once,
+//   where it needs packing), for each row block of MC (A's block packed once, where it needs
+//   packing), for each NR-wide sliver of B, for each MR-tall sliver of A: the micro-kernel
+//   computes an (MR, NR) tile of C in registers over the KC depth and adds it to C. B's sliver
+//   (KC * NR floats) stays in L1 while A's slivers stream through it from L2.
+// - The micro-kernel broadcasts A and vectorises along n: acc[r][:] += a[r][p] * b[p][:]. A's
+//   sliver is given as MR row pointers, so A stored (m, k) and A given by row pointers are read in
+//   place (rows past m point at a zero row); only A stored (k, m) is packed, into (MR, kc) row
+//   slivers. B is packed into (kc, NR) slivers when it is a matrix; B given by row pointers is
+//   read in place (the kernel loads row p of the sliver from rows[p] + j), except a partial last
+//   sliver, which is packed with zeros. Transposing packs go 8x8 blocks at a time through
+//   registers. Partial tiles are stored with masks.
+// - Tiles: AVX-512 8 x 48 or 12 x 32 (24 zmm accumulators each), whichever wastes fewer padded
+//   rows and columns on the shape (n = 64 fills two 32-wide slivers but 1.33 48-wide ones);
+//   AVX2 6 x 16 (12 ymm accumulators), the classic Haswell shape. Chosen at run time from the CPU's
+//   features; the AVX-512 functions are compiled with a target attribute, so the rest of the
+//   build keeps its x86-64-v3 flags and runs on AVX2-only machines.
 // - The first depth block stores beta * C + alpha * tile (beta == 0: C is not read, so stale NaNs
-//   in C cannot leak), later depth blocks add alpha * tile to C.
-// - Depth blocks are balanced (ceil(k / ceil(k / KC)) deep) so that no block is a thin remainder.
+//   in C cannot leak), later depth blocks add alpha * tile to C. Depth blocks are balanced
+//   (ceil(k / ceil(k / KC)) deep) so that no block is a thin remainder.
 // - Threads: C is split into one range of whole slivers per thread, along n when n has enough
 //   slivers (and is the larger side), else along m; each thread packs what it needs into its own
 //   thread_local buffers (kept between calls: fresh pages would cost a page fault each). Each
@@ -54,17 +53,34 @@ namespace {
 constexpr int64_t kParallelMinMacs = int64_t{1} << 18;
 
 struct Problem {
-  bool trans_a, trans_b;
   int64_t m, n, k;
   float alpha;
-  const float* a;
-  int64_t lda;
-  const float* b;
-  int64_t ldb;
+  GemmOperand a, b;
   float beta;
   float* c;
   int64_t ldc;
 };
+
+// Packing buffers of the calling thread, 64-byte aligned, grown as needed and kept; buffer 2 is
+// a row of zeros (A's rows past m).
+float* thread_buffer(int which, int64_t floats) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffers[3];
+  Buffer& buf = buffers[which];
+  if (buf.size < floats) {
+    std::free(buf.data);
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    buf.data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (buf.data == nullptr) throw std::bad_alloc();
+    buf.size = floats;
+    if (which == 2) std::fill(buf.data, buf.data + floats, 0.0f);
+  }
+  return buf.data;
+}
 
 // ---- packing ----
 
@@ -101,118 +117,178 @@ inline __m256i lane_mask(int64_t n) {
 }
 #endif
 
-// Whether the micro-kernel can read A's rows [i, i + MR) in place: op(A) is A itself (rows of
-// contiguous depth) and the sliver is whole. Otherwise the sliver is packed.
-inline bool a_in_place(const Problem& g, int64_t rows, int mr) {
-  return !g.trans_a && rows == mr;
-}
-
-// Rows [i0, i0 + mc) and depth [p0, p0 + kc) of op(A) as slivers of MR rows, each (MR, kc)
-// row-major; rows past mc are zero. Slivers that a_in_place() reads from A are skipped.
+// A stored (k, m): rows [i0, i0 + mc) and depth [p0, p0 + kc) of op(A) as slivers of MR rows, each
+// (MR, kc) row-major; rows past mc are zero.
 template <int MR>
-void pack_a(const Problem& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst) {
+void pack_a_transposed(const Problem& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                       float* dst) {
+  const float* a = g.a.data;
+  const int64_t lda = g.a.ld;
   for (int64_t s = 0; s < mc; s += MR) {
     float* d = dst + s * kc;
     const int64_t rows = std::min<int64_t>(MR, mc - s);
-    if (a_in_place(g, rows, MR)) continue;
-    if (!g.trans_a) {  // A(i, p) = a[i * lda + p]
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* src = g.a + (i0 + s + r) * g.lda + p0;
-        std::copy(src, src + kc, d + r * kc);
-      }
-    } else {  // A(i, p) = a[p * lda + i]: a transpose, 8 depths by 8 rows at a time
+    for (int64_t rb = 0; rb < rows; rb += 8) {  // A(i, p) = a[p * lda + i], 8 rows at a time
+      const int64_t nr = std::min<int64_t>(8, rows - rb);
       int64_t p = 0;
 #ifdef SEG_SGEMM_X86
-      if (MR <= 8) {
-        const __m256i mask = lane_mask(rows);
-        for (; p + 8 <= kc; p += 8) {
-          __m256 v[8];
-          for (int q = 0; q < 8; ++q) {
-            v[q] = _mm256_maskload_ps(g.a + (p0 + p + q) * g.lda + i0 + s, mask);
-          }
-          transpose8x8(v);
-          for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(d + r * kc + p, v[r]);
+      const __m256i mask = lane_mask(nr);
+      for (; p + 8 <= kc; p += 8) {
+        __m256 v[8];
+        for (int q = 0; q < 8; ++q) {
+          v[q] = _mm256_maskload_ps(a + (p0 + p + q) * lda + i0 + s + rb, mask);
         }
+        transpose8x8(v);
+        for (int64_t r = 0; r < nr; ++r) _mm256_storeu_ps(d + (rb + r) * kc + p, v[r]);
       }
 #endif
       for (; p < kc; ++p) {
-        const float* src = g.a + (p0 + p) * g.lda + i0 + s;
-        for (int64_t r = 0; r < rows; ++r) d[r * kc + p] = src[r];
+        const float* src = a + (p0 + p) * lda + i0 + s + rb;
+        for (int64_t r = 0; r < nr; ++r) d[(rb + r) * kc + p] = src[r];
       }
     }
     std::fill(d + rows * kc, d + MR * kc, 0.0f);
   }
 }
 
-// Depth [p0, p0 + kc) and columns [j0, j0 + nc) of op(B) as slivers of NR columns, each (kc, NR)
-// row-major; columns past nc are zero.
-template <int NR>
-void pack_b(const Problem& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
-  for (int64_t s = 0; s < nc; s += NR) {
-    float* d = dst + s * kc;
-    const int64_t cols = std::min<int64_t>(NR, nc - s);
-    if (!g.trans_b) {  // B(p, j) = b[p * ldb + j]
-      for (int64_t p = 0; p < kc; ++p) {
-        const float* src = g.b + (p0 + p) * g.ldb + j0 + s;
-        float* dp = d + p * NR;
-        std::copy(src, src + cols, dp);
-        std::fill(dp + cols, dp + NR, 0.0f);
-      }
-      continue;
-    }
-    // B(p, j) = b[j * ldb + p]: a transpose, 8 columns by 8 depths at a time
-    int64_t p = 0;
-#ifdef SEG_SGEMM_X86
-    for (; p + 8 <= kc; p += 8) {
-      for (int64_t jb = 0; jb < NR; jb += 8) {
-        __m256 v[8];
-        for (int q = 0; q < 8; ++q) {
-          v[q] = jb + q < cols ? _mm256_loadu_ps(g.b + (j0 + s + jb + q) * g.ldb + p0 + p)
-                               : _mm256_setzero_ps();
-        }
-        transpose8x8(v);
-        for (int q = 0; q < 8; ++q) _mm256_storeu_ps(d + (p + q) * NR + jb, v[q]);
-      }
-    }
-#endif
-    for (; p < kc; ++p) {
-      for (int64_t j = 0; j < NR; ++j)
-        d[p * NR + j] = j < cols ? g.b[(j0 + s + j) * g.ldb + p0 + p] : 0.0f;
+// Row r of A's sliver at rows [i, i + rows), depth from p0: in place, or in the packed block.
+template <int MR>
+void a_sliver(const Problem& g, int64_t i, int64_t rows, int64_t p0, const float* packed,
+              int64_t kc, const float* zeros, const float* out[MR]) {
+  for (int r = 0; r < MR; ++r) {
+    if (g.a.trans) {
+      out[r] = packed + r * kc;
+    } else if (r >= rows) {
+      out[r] = zeros;
+    } else if (g.a.rows != nullptr) {
+      out[r] = g.a.rows[i + r] + p0;
+    } else {
+      out[r] = g.a.data + (i + r) * g.a.ld + p0;
     }
   }
 }
 
+// Columns [j, j + cols) (cols <= NR) and depth [p0, p0 + kc) of op(B) as one (kc, NR) sliver,
+// columns past cols zero.
+template <int NR>
+void pack_b_sliver(const Problem& g, int64_t p0, int64_t kc, int64_t j, int64_t cols, float* d) {
+  if (g.b.rows != nullptr || !g.b.trans) {  // row p of the sliver is contiguous in the source
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src =
+          g.b.rows != nullptr ? g.b.rows[p0 + p] + j : g.b.data + (p0 + p) * g.b.ld + j;
+      float* dp = d + p * NR;
+      std::copy(src, src + cols, dp);
+      std::fill(dp + cols, dp + NR, 0.0f);
+    }
+    return;
+  }
+  // B(p, j) = b[j * ldb + p]: a transpose, 8 columns by 8 depths at a time
+  const float* b = g.b.data;
+  const int64_t ldb = g.b.ld;
+  int64_t p = 0;
+#ifdef SEG_SGEMM_X86
+  for (; p + 8 <= kc; p += 8) {
+    for (int64_t jb = 0; jb < NR; jb += 8) {
+      __m256 v[8];
+      for (int q = 0; q < 8; ++q) {
+        v[q] =
+            jb + q < cols ? _mm256_loadu_ps(b + (j + jb + q) * ldb + p0 + p) : _mm256_setzero_ps();
+      }
+      transpose8x8(v);
+      for (int q = 0; q < 8; ++q) _mm256_storeu_ps(d + (p + q) * NR + jb, v[q]);
+    }
+  }
+#endif
+  for (; p < kc; ++p) {
+    for (int64_t jj = 0; jj < NR; ++jj) {
+      d[p * NR + jj] = jj < cols ? b[(j + jj) * ldb + p0 + p] : 0.0f;
+    }
+  }
+}
+
+// Whether B's sliver at columns [j, j + cols) is read in place (row pointers, whole sliver).
+template <int NR>
+bool b_in_place(const Problem& g, int64_t cols) {
+  return g.b.rows != nullptr && cols == NR;
+}
+
+// Prefetches columns [j, j + width) of rows[0, kc) into L2: the next sliver of a B read in place,
+// whose rows are kc separate streams that the hardware prefetchers do not follow.
+inline void prefetch_rows(const float* const* rows, int64_t kc, int64_t j, int64_t width) {
+#ifdef SEG_SGEMM_X86
+  for (int64_t p = 0; p < kc; ++p) {
+    const char* row = reinterpret_cast<const char*>(rows[p] + j);
+    for (int64_t off = 0; off < width * static_cast<int64_t>(sizeof(float)); off += 64) {
+      _mm_prefetch(row + off, _MM_HINT_T1);
+    }
+  }
+#else
+  (void)rows, (void)kc, (void)j, (void)width;
+#endif
+}
+
 // ---- micro-kernels ----
 // C (mr <= MR rows, nr <= NR columns, row stride ldc) = beta * C + alpha * A_sliver x B_sliver,
-// A_sliver (MR, kc) with row stride lda, B_sliver (kc, NR) packed; beta == 0 does not read C.
+// A_sliver row r at a[r][0, kc); B_sliver packed (kc, NR) at b, or, when b_rows is set, row p at
+// b_rows[p] + b_col. beta == 0 does not read C.
 
-using MicroKernel = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                             int64_t ldc, int mr, int nr, float alpha, float beta);
+using MicroKernel = void (*)(int64_t kc, const float* const* a, const float* b,
+                             const float* const* b_rows, int64_t b_col, float* c, int64_t ldc,
+                             int mr, int nr, float alpha, float beta);
 
 #ifdef SEG_SGEMM_X86
 
-constexpr int kMrAvx512 = 8, kNrAvx512 = 48;
+// acc[r][:] += a[r][p] * b[p][:] for one depth p.
+template <int MR, int V>
+__attribute__((target("avx512f,fma"), always_inline)) inline void fma_step_avx512(
+    __m512 (&acc)[MR][V], const __m512 (&bv)[V], const float* const (&ar)[MR], int64_t p) {
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    const __m512 av = _mm512_set1_ps(ar[r][p]);
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+  }
+}
 
-__attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float* a, int64_t lda,
-                                                         const float* b, float* c, int64_t ldc,
+template <int MR, int V>
+__attribute__((target("avx2,fma"), always_inline)) inline void fma_step_avx2(
+    __m256 (&acc)[MR][V], const __m256 (&bv)[V], const float* const (&ar)[MR], int64_t p) {
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    const __m256 av = _mm256_broadcast_ss(ar[r] + p);
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+  }
+}
+
+template <int MR, int NR>
+__attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float* const* a,
+                                                         const float* b, const float* const* b_rows,
+                                                         int64_t b_col, float* c, int64_t ldc,
                                                          int mr, int nr, float alpha, float beta) {
-  constexpr int MR = kMrAvx512, V = kNrAvx512 / 16;
+  constexpr int V = NR / 16;
+  const float* ar[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) ar[r] = a[r];
   __m512 acc[MR][V];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   }
-  for (int64_t p = 0; p < kc; ++p) {
-    const float* bp = b + p * kNrAvx512;
-    __m512 bv[V];
+  if (b_rows == nullptr) {
+    for (int64_t p = 0; p < kc; ++p) {
+      __m512 bv[V];
 #pragma GCC unroll 3
-    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(bp + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r * lda + p]);
+      for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + p * NR + 16 * v);
+      fma_step_avx512<MR, V>(acc, bv, ar, p);
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* bp = b_rows[p] + b_col;
+      __m512 bv[V];
 #pragma GCC unroll 3
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+      for (int v = 0; v < V; ++v) bv[v] = _mm512_loadu_ps(bp + 16 * v);
+      fma_step_avx512<MR, V>(acc, bv, ar, p);
     }
   }
   __mmask16 mask[V];
@@ -222,7 +298,7 @@ __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float
     mask[v] = static_cast<__mmask16>((1u << cols) - 1u);
   }
   const __m512 bb = _mm512_set1_ps(beta), aa = _mm512_set1_ps(alpha);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
     if (r >= mr) break;
     float* cr = c + r * ldc;
@@ -238,34 +314,41 @@ __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float
   }
 }
 
-constexpr int kMrAvx2 = 6, kNrAvx2 = 16;
-
-__attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* a, int64_t lda,
-                                                    const float* b, float* c, int64_t ldc, int mr,
+template <int MR, int NR>
+__attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* const* a,
+                                                    const float* b, const float* const* b_rows,
+                                                    int64_t b_col, float* c, int64_t ldc, int mr,
                                                     int nr, float alpha, float beta) {
-  constexpr int MR = kMrAvx2, V = kNrAvx2 / 8;
+  constexpr int V = NR / 8;
+  const float* ar[MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) ar[r] = a[r];
   __m256 acc[MR][V];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
   }
-  for (int64_t p = 0; p < kc; ++p) {
-    const float* bp = b + p * kNrAvx2;
-    __m256 bv[V];
+  if (b_rows == nullptr) {
+    for (int64_t p = 0; p < kc; ++p) {
+      __m256 bv[V];
 #pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) bv[v] = _mm256_load_ps(bp + 8 * v);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + r * lda + p);
+      for (int v = 0; v < V; ++v) bv[v] = _mm256_load_ps(b + p * NR + 8 * v);
+      fma_step_avx2<MR, V>(acc, bv, ar, p);
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* bp = b_rows[p] + b_col;
+      __m256 bv[V];
 #pragma GCC unroll 2
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+      for (int v = 0; v < V; ++v) bv[v] = _mm256_loadu_ps(bp + 8 * v);
+      fma_step_avx2<MR, V>(acc, bv, ar, p);
     }
   }
   __m256i mask[V];
 #pragma GCC unroll 2
   for (int v = 0; v < V; ++v) mask[v] = lane_mask(std::clamp(nr - 8 * v, 0, 8));
-  const bool full = nr == kNrAvx2;
+  const bool full = nr == NR;
   const __m256 bb = _mm256_set1_ps(beta), aa = _mm256_set1_ps(alpha);
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
@@ -299,25 +382,6 @@ struct Blocking {
   int64_t kc, mc, nc;
 };
 
-// Packing buffers of the calling thread, 64-byte aligned, grown as needed and kept.
-float* thread_buffer(int which, int64_t floats) {
-  struct Buffer {
-    float* data = nullptr;
-    int64_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffers[2];
-  Buffer& buf = buffers[which];
-  if (buf.size < floats) {
-    std::free(buf.data);
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    buf.data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (buf.data == nullptr) throw std::bad_alloc();
-    buf.size = floats;
-  }
-  return buf.data;
-}
-
 // C rows [m0, m1), columns [n0, n1) on the calling thread.
 template <int MR, int NR>
 void gemm_range(const Problem& g, const Blocking& bl, MicroKernel micro, int64_t m0, int64_t m1,
@@ -326,25 +390,32 @@ void gemm_range(const Problem& g, const Blocking& bl, MicroKernel micro, int64_t
   const int64_t kc_max = (g.k + kblocks - 1) / kblocks;
   const int64_t nc_max = std::min(bl.nc, (n1 - n0 + NR - 1) / NR * NR);
   const int64_t mc_max = std::min(bl.mc, (m1 - m0 + MR - 1) / MR * MR);
-  float* bbuf = thread_buffer(0, kc_max * nc_max);  // slivers (kc, NR)
-  float* abuf = thread_buffer(1, kc_max * mc_max);  // slivers (MR, kc)
+  float* bbuf = thread_buffer(0, kc_max * nc_max);                        // slivers (kc, NR)
+  float* abuf = g.a.trans ? thread_buffer(1, kc_max * mc_max) : nullptr;  // slivers (MR, kc)
+  const float* zeros = thread_buffer(2, kc_max);
   for (int64_t jc = n0; jc < n1; jc += bl.nc) {
     const int64_t nc = std::min(bl.nc, n1 - jc);
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       const int64_t p0 = kb * kc_max, kc = std::min(kc_max, g.k - p0);
-      pack_b<NR>(g, p0, kc, jc, nc, bbuf);
+      for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int64_t cols = std::min<int64_t>(NR, nc - jr);
+        if (!b_in_place<NR>(g, cols)) pack_b_sliver<NR>(g, p0, kc, jc + jr, cols, bbuf + jr * kc);
+      }
       const float beta = kb == 0 ? g.beta : 1.0f;
       for (int64_t ic = m0; ic < m1; ic += bl.mc) {
         const int64_t mc = std::min(bl.mc, m1 - ic);
-        pack_a<MR>(g, ic, mc, p0, kc, abuf);
+        if (g.a.trans) pack_a_transposed<MR>(g, ic, mc, p0, kc, abuf);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          const bool b_direct = b_in_place<NR>(g, nr);
+          if (g.b.rows != nullptr && jr + NR < nc)
+            prefetch_rows(g.b.rows + p0, kc, jc + jr + NR, NR);
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-            const bool in_place = a_in_place(g, mr, MR);
-            const float* a = in_place ? g.a + (ic + ir) * g.lda + p0 : abuf + ir * kc;
-            micro(kc, a, in_place ? g.lda : kc, bbuf + jr * kc, g.c + (ic + ir) * g.ldc + jc + jr,
-                  g.ldc, mr, nr, g.alpha, beta);
+            const float* a[MR];
+            a_sliver<MR>(g, ic + ir, mr, p0, abuf + ir * kc, kc, zeros, a);
+            micro(kc, a, bbuf + jr * kc, b_direct ? g.b.rows + p0 : nullptr, jc + jr,
+                  g.c + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
           }
         }
       }
@@ -359,7 +430,7 @@ void gemm_parallel(const Problem& g, const Blocking& bl, MicroKernel micro) {
   if (g.m * g.n * g.k < kParallelMinMacs) threads = 1;
   const int64_t n_slivers = (g.n + NR - 1) / NR, m_slivers = (g.m + MR - 1) / MR;
   // Split the side whose operand would otherwise be packed by every thread: along n every thread
-  // packs all of A (m x k), along m all of B (k x n).
+  // reads all of A (m x k), along m all of B (k x n).
   const bool n_ok = n_slivers >= 2 * threads, m_ok = m_slivers >= 2 * threads;
   const bool along_n = n_ok && (!m_ok || g.n >= g.m);
   if (!n_ok && !m_ok) threads = 1;
@@ -391,6 +462,13 @@ void gemm_parallel(const Problem& g, const Blocking& bl, MicroKernel micro) {
   if (error) std::rethrow_exception(error);
 }
 
+// Share of a tile grid's multiply-adds that are real (not padding) for an (m, n) problem.
+double tile_fill(int64_t m, int64_t n, int64_t mr, int64_t nr) {
+  const double mt = static_cast<double>((m + mr - 1) / mr * mr);
+  const double nt = static_cast<double>((n + nr - 1) / nr * nr);
+  return static_cast<double>(m) / mt * static_cast<double>(n) / nt;
+}
+
 // C = beta * C (exact zeros for beta == 0).
 void scale_c(const Problem& g) {
   for (int64_t i = 0; i < g.m; ++i) {
@@ -403,11 +481,51 @@ void scale_c(const Problem& g) {
   }
 }
 
+// OpenBLAS, for machines without AVX2; operands given by row pointers are copied into matrices.
 void blas_sgemm(const Problem& g) {
-  cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans,
-              g.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(g.m), static_cast<int>(g.n),
-              static_cast<int>(g.k), g.alpha, g.a, static_cast<int>(g.lda), g.b,
-              static_cast<int>(g.ldb), g.beta, g.c, static_cast<int>(g.ldc));
+  std::unique_ptr<float[]> a_dense, b_dense;
+  const float* a = g.a.data;
+  const float* b = g.b.data;
+  int64_t lda = g.a.ld, ldb = g.b.ld;
+  if (g.a.rows != nullptr) {
+    a_dense.reset(new float[static_cast<size_t>(g.m * g.k)]);
+    for (int64_t i = 0; i < g.m; ++i) std::copy(g.a.rows[i], g.a.rows[i] + g.k, &a_dense[i * g.k]);
+    a = a_dense.get();
+    lda = g.k;
+  }
+  if (g.b.rows != nullptr) {
+    b_dense.reset(new float[static_cast<size_t>(g.k * g.n)]);
+    for (int64_t p = 0; p < g.k; ++p) std::copy(g.b.rows[p], g.b.rows[p] + g.n, &b_dense[p * g.n]);
+    b = b_dense.get();
+    ldb = g.n;
+  }
+  cblas_sgemm(CblasRowMajor, g.a.trans ? CblasTrans : CblasNoTrans,
+              g.b.trans ? CblasTrans : CblasNoTrans, static_cast<int>(g.m), static_cast<int>(g.n),
+              static_cast<int>(g.k), g.alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
+              g.beta, g.c, static_cast<int>(g.ldc));
+}
+
+void run(GemmIsa isa, const Problem& g) {
+  if (g.m <= 0 || g.n <= 0) return;
+  if (g.k <= 0 || g.alpha == 0.0f) {
+    scale_c(g);
+    return;
+  }
+  switch (isa) {
+#ifdef SEG_SGEMM_X86
+    case GemmIsa::avx512:
+      if (tile_fill(g.m, g.n, 12, 32) > 1.02 * tile_fill(g.m, g.n, 8, 48)) {
+        gemm_parallel<12, 32>(g, Blocking{192, 192, 3072}, micro_avx512<12, 32>);
+      } else {
+        gemm_parallel<8, 48>(g, Blocking{192, 192, 3072}, micro_avx512<8, 48>);
+      }
+      return;
+    case GemmIsa::avx2:
+      gemm_parallel<6, 16>(g, Blocking{256, 144, 3072}, micro_avx2<6, 16>);
+      return;
+#endif
+    default: blas_sgemm(g); return;
+  }
 }
 
 GemmIsa detect_isa() {
@@ -417,6 +535,13 @@ GemmIsa detect_isa() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return GemmIsa::avx2;
 #endif
   return GemmIsa::blas;
+}
+
+void check_operand(const GemmOperand& op, const char* name) {
+  if (op.rows != nullptr && op.trans) {
+    throw std::invalid_argument(std::string("sgemm: operand ") + name +
+                                " given by row pointers cannot also be transposed");
+  }
 }
 
 }  // namespace
@@ -445,30 +570,27 @@ bool gemm_isa_supported(GemmIsa isa) {
   return false;
 }
 
-void sgemm_with(GemmIsa isa, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                float* c, int64_t ldc) {
+void sgemm_ex_with(GemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
+                   const GemmOperand& b, float beta, float* c, int64_t ldc) {
   if (!gemm_isa_supported(isa)) {
     throw std::invalid_argument(std::string("sgemm: this processor cannot run the ") +
                                 gemm_isa_name(isa) + " kernels");
   }
-  const Problem g{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0 || alpha == 0.0f) {
-    scale_c(g);
-    return;
-  }
-  switch (isa) {
-#ifdef SEG_SGEMM_X86
-    case GemmIsa::avx512:
-      gemm_parallel<kMrAvx512, kNrAvx512>(g, Blocking{128, 192, 3072}, micro_avx512);
-      return;
-    case GemmIsa::avx2:
-      gemm_parallel<kMrAvx2, kNrAvx2>(g, Blocking{256, 144, 3072}, micro_avx2);
-      return;
-#endif
-    default: blas_sgemm(g); return;
-  }
+  check_operand(a, "A");
+  check_operand(b, "B");
+  run(isa, Problem{m, n, k, alpha, a, b, beta, c, ldc});
+}
+
+void sgemm_ex(int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
+              const GemmOperand& b, float beta, float* c, int64_t ldc) {
+  sgemm_ex_with(best_gemm_isa(), m, n, k, alpha, a, b, beta, c, ldc);
+}
+
+void sgemm_with(GemmIsa isa, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                float* c, int64_t ldc) {
+  sgemm_ex_with(isa, m, n, k, alpha, GemmOperand::matrix(a, lda, trans_a),
+                GemmOperand::matrix(b, ldb, trans_b), beta, c, ldc);
 }
 
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,

@@ -1,8 +1,9 @@
-// Our own f32 GEMM for the CPU kernels (convolution, matmul, linear, ASPP projection), with packed
-// micro-kernels for AVX-512 and AVX2 chosen from the processor's features at run time, so that its
-// speed does not depend on which kernels OpenBLAS picks (OPENBLAS_CORETYPE restricts OpenBLAS to
-// one core type's kernels, e.g. AVX2 only on an AVX-512 machine). Where neither instruction set is
-// available (other architectures), it calls OpenBLAS's cblas_sgemm. f64 stays on OpenBLAS.
+// Our own f32 GEMM for the CPU kernels (convolution, matmul, linear, ASPP projection), with
+// register-blocked micro-kernels for AVX-512 and AVX2 chosen from the processor's features at run
+// time, so that its speed does not depend on which kernels OpenBLAS picks (OPENBLAS_CORETYPE
+// restricts OpenBLAS to one core type's kernels, e.g. AVX2 only on an AVX-512 machine). Where
+// neither instruction set is available (other architectures), it calls OpenBLAS's cblas_sgemm.
+// f64 stays on OpenBLAS.
 #pragma once
 
 #include <cstdint>
@@ -26,9 +27,33 @@ bool gemm_isa_supported(GemmIsa isa);
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+// One operand of sgemm_ex: a matrix as above, or rows given by pointers, which lets a caller
+// present rows that are not evenly spaced without copying them (a convolution's column matrix is
+// rows of its zero-padded input image, each starting at its own offset):
+//   A: op(A)(i, p) = rows[i][p], rows[i] readable for p in [0, k), i in [0, m);
+//   B: op(B)(p, j) = rows[p][j], rows[p] readable for j in [0, n), p in [0, k).
+struct GemmOperand {
+  const float* data = nullptr;
+  int64_t ld = 0;
+  bool trans = false;
+  const float* const* rows = nullptr;
+
+  static GemmOperand matrix(const float* data, int64_t ld, bool trans = false) {
+    return GemmOperand{data, ld, trans, nullptr};
+  }
+  static GemmOperand row_pointers(const float* const* rows) {
+    return GemmOperand{nullptr, 0, false, rows};
+  }
+};
+
+void sgemm_ex(int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
+              const GemmOperand& b, float beta, float* c, int64_t ldc);
+
 // The same with a given instruction set (tests and benchmarks); `isa` must be supported.
 void sgemm_with(GemmIsa isa, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                 float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                 float* c, int64_t ldc);
+void sgemm_ex_with(GemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
+                   const GemmOperand& b, float beta, float* c, int64_t ldc);
 
 }  // namespace seg::cpu
