@@ -34,7 +34,7 @@ struct Case {
 
 // Shapes: tiny and degenerate; exactly one AVX-512 (8 x 48) and AVX2 (6 x 16) tile; one more than
 // a tile in each dimension; k past the depth block (128 / 256); m past the row block (192 / 144);
-// n past the column block (3072); shapes large enough to be split among threads along n and
+// n past the column block (672); shapes large enough to be split among threads along n and
 // along m.
 const std::vector<Case> kCases = {
     {1, 1, 1},     {3, 2, 5},      {8, 48, 16},   {6, 16, 16},    {9, 49, 7},

@@ -150,9 +150,18 @@ void unary_backward_typed(UnaryOp op, double alpha, const View& x, const View& y
   const T* pgy = gy.ptr<T>();
   T* pgx = gx.ptr<T>();
   const T a = static_cast<T>(alpha);
-  parallel_for(gy.numel(), kParallelGrain, [&](int64_t begin, int64_t end) {
+  parallel_for(gy.numel(), kParallelGrain, [=](int64_t begin, int64_t end) {
     if (op == UnaryOp::relu) {
-      for (int64_t i = begin; i < end; ++i) pgx[i] = px[i] > T(0) ? pgy[i] : T(0);
+      // Unconditional loads into restrict-qualified locals: the loop vectorises to a compare and
+      // a blend (a conditional load of gy, as `x > 0 ? gy[i] : 0` reads, keeps it scalar and
+      // branchy: 15x slower than the forward).
+      const T* __restrict xr = px;
+      const T* __restrict gr = pgy;
+      T* __restrict out = pgx;
+      for (int64_t i = begin; i < end; ++i) {
+        const T g = gr[i];
+        out[i] = xr[i] > T(0) ? g : T(0);
+      }
       return;
     }
     for (int64_t i = begin; i < end; ++i) {

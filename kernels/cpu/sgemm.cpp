@@ -21,9 +21,10 @@
 // - The first depth block stores beta * C + alpha * tile (beta == 0: C is not read, so stale NaNs
 //   in C cannot leak), later depth blocks add alpha * tile to C. Depth blocks are balanced
 //   (ceil(k / ceil(k / KC)) deep) so that no block is a thin remainder.
-// - Threads: C is split into one range of whole slivers per thread, along n when n has enough
-//   slivers (and is the larger side), else along m; each thread packs what it needs into its own
-//   thread_local buffers (kept between calls: fresh pages would cost a page fault each). Each
+// - Threads: C is split into ranges of whole slivers (kRangesPerThread per thread, handed out
+//   dynamically), along n when n has enough slivers (and is the larger side), else along m; each
+//   thread packs what it needs into its own thread_local buffers (kept between calls: fresh pages
+//   would cost a page fault each). Each
 //   element of C is summed in the same order (depth blocks in order, products in order within a
 //   block) whatever the thread count, so results do not depend on it. Inside an OpenMP parallel
 //   region the GEMM runs on the calling thread.
@@ -51,6 +52,12 @@ namespace {
 // Problems below this many multiply-adds run on one thread (an OpenMP fork costs a few
 // microseconds; 2^18 multiply-adds take about that long on one core).
 constexpr int64_t kParallelMinMacs = int64_t{1} << 18;
+// Ranges of C per thread, handed out dynamically: enough that a thread which loses its core for a
+// time slice (a shared machine) does not hold the others up for long, few enough that operands
+// read per range stay cheap.
+constexpr int64_t kRangesPerThread = 4;
+// B given by row pointers is read in place when m is at most this (see b_rows_in_place).
+constexpr int64_t kInPlaceBMaxRows = 64;
 
 struct Problem {
   int64_t m, n, k;
@@ -205,10 +212,18 @@ void pack_b_sliver(const Problem& g, int64_t p0, int64_t kc, int64_t j, int64_t 
   }
 }
 
-// Whether B's sliver at columns [j, j + cols) is read in place (row pointers, whole sliver).
+// Whether B given by row pointers is read in place rather than packed: when A has few rows, so
+// that each B sliver serves few micro-kernel calls and packing it would cost a good share of
+// them. With more rows, packing pays: packed slivers are aligned, in-place rows usually are not
+// (every vector load then spans two cache lines).
+bool b_rows_in_place(const Problem& g) {
+  return g.b.rows != nullptr && g.m <= kInPlaceBMaxRows;
+}
+
+// Whether B's sliver of `cols` columns is read in place (whole slivers only).
 template <int NR>
 bool b_in_place(const Problem& g, int64_t cols) {
-  return g.b.rows != nullptr && cols == NR;
+  return b_rows_in_place(g) && cols == NR;
 }
 
 // Prefetches columns [j, j + width) of rows[0, kc) into L2: the next sliver of a B read in place,
@@ -393,43 +408,58 @@ void gemm_range(const Problem& g, const Blocking& bl, MicroKernel micro, int64_t
   float* bbuf = thread_buffer(0, kc_max * nc_max);                        // slivers (kc, NR)
   float* abuf = g.a.trans ? thread_buffer(1, kc_max * mc_max) : nullptr;  // slivers (MR, kc)
   const float* zeros = thread_buffer(2, kc_max);
-  for (int64_t jc = n0; jc < n1; jc += bl.nc) {
-    const int64_t nc = std::min(bl.nc, n1 - jc);
-    for (int64_t kb = 0; kb < kblocks; ++kb) {
-      const int64_t p0 = kb * kc_max, kc = std::min(kc_max, g.k - p0);
+  // One (mc, nc) block of C over depth block kb: pack what needs packing, then the tiles.
+  auto block = [&](int64_t jc, int64_t nc, int64_t ic, int64_t mc, int64_t kb, bool pack_b) {
+    const int64_t p0 = kb * kc_max, kc = std::min(kc_max, g.k - p0);
+    if (pack_b) {
       for (int64_t jr = 0; jr < nc; jr += NR) {
         const int64_t cols = std::min<int64_t>(NR, nc - jr);
         if (!b_in_place<NR>(g, cols)) pack_b_sliver<NR>(g, p0, kc, jc + jr, cols, bbuf + jr * kc);
       }
-      const float beta = kb == 0 ? g.beta : 1.0f;
+    }
+    const float beta = kb == 0 ? g.beta : 1.0f;
+    if (g.a.trans) pack_a_transposed<MR>(g, ic, mc, p0, kc, abuf);
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+      const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+      const bool b_direct = b_in_place<NR>(g, nr);
+      if (b_rows_in_place(g) && jr + NR < nc) prefetch_rows(g.b.rows + p0, kc, jc + jr + NR, NR);
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+        const float* a[MR];
+        a_sliver<MR>(g, ic + ir, mr, p0, abuf + ir * kc, kc, zeros, a);
+        micro(kc, a, bbuf + jr * kc, b_direct ? g.b.rows + p0 : nullptr, jc + jr,
+              g.c + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
+      }
+    }
+  };
+  for (int64_t jc = n0; jc < n1; jc += bl.nc) {
+    const int64_t nc = std::min(bl.nc, n1 - jc);
+    if (b_rows_in_place(g)) {
+      // B read in place (only a partial last sliver is packed, cheaply, per block): the depth
+      // loop goes inside the row blocks, so each (mc, nc) block of C stays in cache across it.
       for (int64_t ic = m0; ic < m1; ic += bl.mc) {
-        const int64_t mc = std::min(bl.mc, m1 - ic);
-        if (g.a.trans) pack_a_transposed<MR>(g, ic, mc, p0, kc, abuf);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          const bool b_direct = b_in_place<NR>(g, nr);
-          if (g.b.rows != nullptr && jr + NR < nc)
-            prefetch_rows(g.b.rows + p0, kc, jc + jr + NR, NR);
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-            const float* a[MR];
-            a_sliver<MR>(g, ic + ir, mr, p0, abuf + ir * kc, kc, zeros, a);
-            micro(kc, a, bbuf + jr * kc, b_direct ? g.b.rows + p0 : nullptr, jc + jr,
-                  g.c + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
-          }
+        for (int64_t kb = 0; kb < kblocks; ++kb)
+          block(jc, nc, ic, std::min(bl.mc, m1 - ic), kb, true);
+      }
+    } else {
+      // B packed once per depth block and reused by every row block.
+      for (int64_t kb = 0; kb < kblocks; ++kb) {
+        for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+          block(jc, nc, ic, std::min(bl.mc, m1 - ic), kb, ic == m0);
         }
       }
     }
   }
 }
 
-// Splits C among the threads (see the design notes) and runs gemm_range on each part.
+// Splits C into ranges of whole slivers (see the design notes) and runs gemm_range on each, the
+// ranges handed out to the threads dynamically.
 template <int MR, int NR>
 void gemm_parallel(const Problem& g, const Blocking& bl, MicroKernel micro) {
   int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (g.m * g.n * g.k < kParallelMinMacs) threads = 1;
   const int64_t n_slivers = (g.n + NR - 1) / NR, m_slivers = (g.m + MR - 1) / MR;
-  // Split the side whose operand would otherwise be packed by every thread: along n every thread
+  // Split the side whose operand would otherwise be packed for every range: along n every range
   // reads all of A (m x k), along m all of B (k x n).
   const bool n_ok = n_slivers >= 2 * threads, m_ok = m_slivers >= 2 * threads;
   const bool along_n = n_ok && (!m_ok || g.n >= g.m);
@@ -440,23 +470,22 @@ void gemm_parallel(const Problem& g, const Blocking& bl, MicroKernel micro) {
   }
   const int64_t slivers = along_n ? n_slivers : m_slivers, width = along_n ? NR : MR;
   const int64_t extent = along_n ? g.n : g.m;
+  const int64_t ranges = std::min<int64_t>(slivers, int64_t{threads} * kRangesPerThread);
   std::exception_ptr error;
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t s0 = slivers * t / nt, s1 = slivers * (t + 1) / nt;
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+  for (int64_t t = 0; t < ranges; ++t) {
+    const int64_t s0 = slivers * t / ranges, s1 = slivers * (t + 1) / ranges;
     const int64_t lo = std::min(extent, s0 * width), hi = std::min(extent, s1 * width);
-    if (lo < hi) {
-      try {
-        if (along_n) {
-          gemm_range<MR, NR>(g, bl, micro, 0, g.m, lo, hi);
-        } else {
-          gemm_range<MR, NR>(g, bl, micro, lo, hi, 0, g.n);
-        }
-      } catch (...) {
-#pragma omp critical(seg_sgemm_error)
-        error = std::current_exception();
+    if (lo >= hi) continue;
+    try {
+      if (along_n) {
+        gemm_range<MR, NR>(g, bl, micro, 0, g.m, lo, hi);
+      } else {
+        gemm_range<MR, NR>(g, bl, micro, lo, hi, 0, g.n);
       }
+    } catch (...) {
+#pragma omp critical(seg_sgemm_error)
+      error = std::current_exception();
     }
   }
   if (error) std::rethrow_exception(error);
@@ -515,14 +544,12 @@ void run(GemmIsa isa, const Problem& g) {
 #ifdef SEG_SGEMM_X86
     case GemmIsa::avx512:
       if (tile_fill(g.m, g.n, 12, 32) > 1.02 * tile_fill(g.m, g.n, 8, 48)) {
-        gemm_parallel<12, 32>(g, Blocking{192, 192, 3072}, micro_avx512<12, 32>);
+        gemm_parallel<12, 32>(g, Blocking{192, 192, 672}, micro_avx512<12, 32>);
       } else {
-        gemm_parallel<8, 48>(g, Blocking{192, 192, 3072}, micro_avx512<8, 48>);
+        gemm_parallel<8, 48>(g, Blocking{192, 192, 672}, micro_avx512<8, 48>);
       }
       return;
-    case GemmIsa::avx2:
-      gemm_parallel<6, 16>(g, Blocking{256, 144, 3072}, micro_avx2<6, 16>);
-      return;
+    case GemmIsa::avx2: gemm_parallel<6, 16>(g, Blocking{256, 144, 672}, micro_avx2<6, 16>); return;
 #endif
     default: blas_sgemm(g); return;
   }
