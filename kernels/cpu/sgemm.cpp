@@ -284,6 +284,12 @@ __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float
   const float* ar[MR];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) ar[r] = a[r];
+  // C's tile is read and written after the loop: start fetching it now.
+  for (int r = 0; r < mr; ++r) {
+#pragma GCC unroll 3
+    for (int v = 0; v < V; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
+  }
   __m512 acc[MR][V];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
@@ -291,6 +297,7 @@ __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   }
   if (b_rows == nullptr) {
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
       __m512 bv[V];
 #pragma GCC unroll 3
@@ -298,6 +305,7 @@ __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float
       fma_step_avx512<MR, V>(acc, bv, ar, p);
     }
   } else {
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
       const float* bp = b_rows[p] + b_col;
       __m512 bv[V];
@@ -338,6 +346,11 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* con
   const float* ar[MR];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) ar[r] = a[r];
+  for (int r = 0; r < mr; ++r) {
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 8 * v), _MM_HINT_T0);
+  }
   __m256 acc[MR][V];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
@@ -345,6 +358,7 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* con
     for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
   }
   if (b_rows == nullptr) {
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
       __m256 bv[V];
 #pragma GCC unroll 2
@@ -352,6 +366,7 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* con
       fma_step_avx2<MR, V>(acc, bv, ar, p);
     }
   } else {
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
       const float* bp = b_rows[p] + b_col;
       __m256 bv[V];
