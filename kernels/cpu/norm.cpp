@@ -199,16 +199,18 @@ void backward_typed(const BatchNormShape& s, bool training, const View& x, const
       const double m = static_cast<double>(mean_hi);
       const double invstd = static_cast<double>(invstd_v.ptr<T>()[c]);
       const double w = static_cast<double>(param_or<T>(weight, c, T(1)));
-      // Training normalised with the f64 batch mean, of which mean_hi is the rounding.
-      const double mean = training && need_sums ? channel_mean(s, px, c) : m;
-      double sum_gy = 0.0, dot = 0.0;
+      // Training normalised with the f64 batch mean, of which mean_hi is the rounding: recovered
+      // as m + sum(x - m) / M in the same pass as the other sums.
+      double mean = m, sum_gy = 0.0, dot = 0.0;
       if (need_sums && count > 0) {
-        const std::array<double, 2> sums =
-            channel_sums<2>(s.n, s.c, s.hw, c, [px, pgy, m](int64_t e, double* t) {
-              const double g = static_cast<double>(pgy[e]);
+        const std::array<double, 3> sums =
+            channel_sums<3>(s.n, s.c, s.hw, c, [px, pgy, m](int64_t e, double* t) {
+              const double g = static_cast<double>(pgy[e]), d = static_cast<double>(px[e]) - m;
               t[0] = g;
-              t[1] = (static_cast<double>(px[e]) - m) * g;
+              t[1] = d * g;
+              t[2] = d;
             });
+        if (training) mean = m + sums[2] / static_cast<double>(count);
         sum_gy = sums[0];
         dot = sums[1] - (mean - m) * sum_gy;  // sum((x - mean) * gy)
       }

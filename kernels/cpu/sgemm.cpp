@@ -183,6 +183,10 @@ void pack_b_sliver(const Problem& g, int64_t p0, int64_t kc, int64_t j, int64_t 
       const float* src =
           g.b.rows != nullptr ? g.b.rows[p0 + p] + j : g.b.data + (p0 + p) * g.b.ld + j;
       float* dp = d + p * NR;
+      if (cols == NR) {  // a fixed-size copy: vector moves, not a library call
+        for (int64_t jj = 0; jj < NR; ++jj) dp[jj] = src[jj];
+        continue;
+      }
       std::copy(src, src + cols, dp);
       std::fill(dp + cols, dp + NR, 0.0f);
     }
