@@ -155,7 +155,7 @@ void unary_backward_typed(UnaryOp op, double alpha, const View& x, const View& y
       // Unconditional loads into restrict-qualified locals: the loop vectorises to a compare and
       // a blend (a conditional load of gy, as `x > 0 ? gy[i] : 0` reads, keeps it scalar and
       // branchy: 15x slower than the forward).
-      const T* __restrict xr = px;
+      const T* __restrict xr = px ? px : py;  // whichever was saved: y > 0 exactly when x > 0
       const T* __restrict gr = pgy;
       T* __restrict out = pgx;
       for (int64_t i = begin; i < end; ++i) {
