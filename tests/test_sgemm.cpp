@@ -1,9 +1,9 @@
 // Our f32 GEMM (kernels/cpu/sgemm.h) with every instruction set this processor runs (AVX-512,
 // AVX2, and the OpenBLAS fallback): all four transpose combinations, operands given by row
-// pointers, alpha and beta (beta == 0 over a C full of NaN), padded leading dimensions, shapes on
-// and off the tile sizes (both AVX-512 tiles) and past each blocking size (depth blocks, row
-// blocks, column blocks, the threads' split), against an f64 reference; results identical
-// whatever the thread count.
+// pointers (B's rows in segments), a row bias, alpha and beta (beta == 0 over a C full of NaN),
+// padded leading dimensions, shapes on and off the tile sizes (both AVX-512 tiles) and past each
+// blocking size (depth blocks, row blocks, column blocks, the threads' split), against an f64
+// reference; results identical whatever the thread count.
 #include <doctest/doctest.h>
 #include <omp.h>
 
@@ -92,25 +92,33 @@ void check_case(GemmIsa isa, const Case& cs, bool ta, bool tb, float alpha, floa
 }
 
 // A and B given by row pointers into a buffer where the rows are unevenly spaced (each starts at
-// its own offset), against f64.
-void check_row_pointers(GemmIsa isa, const Case& cs, float beta) {
-  Generator gen(static_cast<uint64_t>(cs.m * 31 + cs.n * 17 + cs.k));
+// its own offset), B's rows in segments of `segment` columns with `seg_gap` unused floats after
+// each (segment 0: plain rows), plus a row bias, against f64.
+void check_row_pointers(GemmIsa isa, const Case& cs, float beta, int64_t segment, int64_t seg_gap) {
+  Generator gen(static_cast<uint64_t>(cs.m * 31 + cs.n * 17 + cs.k + segment));
   const int64_t gap = 5;  // up to 5 floats between consecutive rows
-  std::vector<float> store = random_vector((cs.m * (cs.k + gap) + cs.k * (cs.n + gap)) + 1, gen);
+  const int64_t b_len = segment > 0 ? cs.n + (cs.n / segment + 1) * seg_gap : cs.n;
+  std::vector<float> store = random_vector((cs.m * (cs.k + gap) + cs.k * (b_len + gap)) + 1, gen);
   std::vector<const float*> a_rows, b_rows;
   int64_t off = 0;
   for (int64_t i = 0; i < cs.m; ++i, off += cs.k + i % (gap + 1)) a_rows.push_back(&store[off]);
-  for (int64_t p = 0; p < cs.k; ++p, off += cs.n + p % (gap + 1)) b_rows.push_back(&store[off]);
+  for (int64_t p = 0; p < cs.k; ++p, off += b_len + p % (gap + 1)) b_rows.push_back(&store[off]);
+  auto b_at = [&](int64_t p, int64_t j) {
+    return b_rows[p][segment > 0 ? j + (j / segment) * seg_gap : j];
+  };
+  const std::vector<float> bias = random_vector(cs.m, gen);
   const int64_t ldc = cs.n + 1;
   std::vector<float> c0 = random_vector(cs.m * ldc, gen), c = c0;
   cpu::sgemm_ex_with(isa, cs.m, cs.n, cs.k, 1.0f, cpu::GemmOperand::row_pointers(a_rows.data()),
-                     cpu::GemmOperand::row_pointers(b_rows.data()), beta, c.data(), ldc);
+                     cpu::GemmOperand::row_pointers(b_rows.data(), segment, seg_gap), beta,
+                     c.data(), ldc, bias.data());
   int bad = 0;
   for (int64_t i = 0; i < cs.m; ++i) {
     for (int64_t j = 0; j < cs.n; ++j) {
-      double exact = beta * static_cast<double>(c0[i * ldc + j]), magnitude = std::abs(exact);
+      double exact = beta * static_cast<double>(c0[i * ldc + j]) + bias[i];
+      double magnitude = std::abs(beta * static_cast<double>(c0[i * ldc + j])) + std::abs(bias[i]);
       for (int64_t p = 0; p < cs.k; ++p) {
-        const double t = static_cast<double>(a_rows[i][p]) * b_rows[p][j];
+        const double t = static_cast<double>(a_rows[i][p]) * b_at(p, j);
         exact += t;
         magnitude += std::abs(t);
       }
@@ -146,11 +154,14 @@ TEST_CASE("sgemm: every instruction set against f64, all transposes, alpha and b
   }
 }
 
-TEST_CASE("sgemm: operands given by row pointers") {
+TEST_CASE("sgemm: operands given by row pointers, B in segments, a row bias") {
   for (GemmIsa isa : supported_isas()) {
     for (const Case& cs : kCases) {
-      check_row_pointers(isa, cs, 0.0f);
-      check_row_pointers(isa, cs, 1.0f);
+      check_row_pointers(isa, cs, 0.0f, 0, 0);
+      check_row_pointers(isa, cs, 1.0f, 0, 0);
+      // segments narrower and wider than a tile, so that slivers cross segment boundaries
+      check_row_pointers(isa, cs, 0.0f, 13, 2);
+      check_row_pointers(isa, cs, 1.0f, 100, 3);
     }
   }
 }

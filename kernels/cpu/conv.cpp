@@ -210,9 +210,10 @@ void fill_rows(bool par, T* out, int64_t rows, int64_t cols, int64_t ld, const T
 // With stride 1, row (ci, ki, kj) of the column matrix is, on an output grid as wide as the padded
 // input (wp = w + 2 pad_w; the last wp - q columns of each grid row are not outputs), one
 // contiguous run of the zero-padded image: xp[ci] + ki * dil_h * wp + kj * dil_w. The GEMMs read
-// that operand in place through row pointers (GemmOperand::row_pointers): no column matrix is
-// written and read back, and no edge cases remain in the inner loops. Work goes in chunks of
-// output rows whose padded input and padded-width result fit kPaddedBudgetBytes.
+// that operand in place through row pointers (GemmOperand::row_pointers; the forward skips the
+// non-output columns through the operand's segments, the weight gradient multiplies them by
+// zeros): no column matrix is written and read back, and no edge cases remain in the inner loops.
+// Work goes in chunks of output rows whose padded input (and gy copy) fit kPaddedBudgetBytes.
 
 constexpr int64_t kPaddedBudgetBytes = int64_t{16} << 20;
 
@@ -223,8 +224,8 @@ bool padded_path_applies(const Conv2dShape& s) {
          s.q == s.w + 2 * s.pad_w - s.dil_w * (s.s - 1) && s.p > 0 && s.q > 0;
 }
 
-// The chunk geometry of a padded-path convolution with `out_channels` rows of result per grid row
-// (k for the forward, 0 when the result is not a grid).
+// The chunk geometry of a padded-path convolution with `grid_channels` rows of a result on the
+// padded-width grid (the weight gradient's gy copy; 0 for the forward, which writes y directly).
 struct PaddedPlan {
   int64_t wp, halo, rows;  // grid width, extra input rows per chunk, output rows per chunk
   int64_t slack;           // zero floats after the padded input: the last row pointers' overrun
@@ -275,37 +276,25 @@ void column_rows(const Conv2dShape& s, const float* xp, int64_t hc, int64_t wp,
   }
 }
 
-// y = conv(x, w) + bias, stride 1, through the padded grid (padded_path_applies(s)).
+// y = conv(x, w) + bias, stride 1, over the padded input (padded_path_applies(s)): the GEMM reads
+// the column matrix's rows in place, in segments of q columns (one output row each, skipping the
+// padded row's last wp - q columns), and writes y directly with the bias added.
 void padded_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias,
                     float* y) {
   const bool par = loops_in_parallel();
-  const PaddedPlan pl = padded_plan(s, s.k);
+  const PaddedPlan pl = padded_plan(s, 0);
   const int64_t chw = s.c * s.h * s.w, pq = s.p * s.q, crs = s.c * s.r * s.s;
-  auto xp = scratch<float>(s.c * (pl.rows + pl.halo) * pl.wp + pl.slack);  // (c, rows+halo, wp)
-  auto grid = scratch<float>(s.k * pl.rows * pl.wp);                       // (k, rows * wp)
+  auto xp = scratch<float>(s.c * (pl.rows + pl.halo) * pl.wp);  // (c, rows + halo, wp)
   auto rows = std::make_unique<const float*[]>(static_cast<size_t>(crs));
   for (int64_t i = 0; i < s.n; ++i) {
     for (int64_t p0 = 0; p0 < s.p; p0 += pl.rows) {
       const int64_t p1 = std::min(s.p, p0 + pl.rows), hc = p1 - p0 + pl.halo;
-      const int64_t cols = (p1 - p0) * pl.wp;
       pad_rows(par, x + i * chw, s, p0 - s.pad_h, p0 - s.pad_h + hc, pl.wp, xp.get());
-      std::fill(xp.get() + s.c * hc * pl.wp, xp.get() + s.c * hc * pl.wp + pl.slack, 0.0f);
       column_rows(s, xp.get(), hc, pl.wp, rows.get());
-      // grid (k, cols) = W (k, c*r*s) @ columns (c*r*s, cols)
-      sgemm_ex(s.k, cols, crs, 1.0f, GemmOperand::matrix(w, crs),
-               GemmOperand::row_pointers(rows.get()), 0.0f, grid.get(), cols);
-      // y_i[:, rows p0..p1) = the grid's first q columns of each row, plus the bias
-      float* yi = y + i * s.k * pq + p0 * s.q;
-      loop(par, s.k * (p1 - p0), std::max<int64_t>(1, kParallelGrain / s.q),
-           [&](int64_t begin, int64_t end) {
-             for (int64_t t = begin; t < end; ++t) {
-               const int64_t kk = t / (p1 - p0), ph = t % (p1 - p0);
-               const float* src = grid.get() + kk * cols + ph * pl.wp;
-               float* dst = yi + kk * pq + ph * s.q;
-               const float b = bias ? bias[kk] : 0.0f;
-               for (int64_t j = 0; j < s.q; ++j) dst[j] = src[j] + b;
-             }
-           });
+      // y_i[:, rows p0..p1) (k, (p1-p0)*q) = W (k, c*r*s) @ columns (c*r*s, (p1-p0)*q) + bias
+      sgemm_ex(s.k, (p1 - p0) * s.q, crs, 1.0f, GemmOperand::matrix(w, crs),
+               GemmOperand::row_pointers(rows.get(), s.q, pl.wp - s.q), 0.0f,
+               y + i * s.k * pq + p0 * s.q, pq, bias);
     }
   }
 }
@@ -329,6 +318,8 @@ void padded_backward_weight(const Conv2dShape& s, const float* x, const float* g
       pad_rows(par, x + i * chw, s, p0 - s.pad_h, p0 - s.pad_h + hc, pl.wp, xp.get());
       std::fill(xp.get() + s.c * hc * pl.wp, xp.get() + s.c * hc * pl.wp + pl.slack, 0.0f);
       column_rows(s, xp.get(), hc, pl.wp, rows.get());
+      // The grid's non-output columns read past a row's end into the next (or, at the very end,
+      // into the slack): gy is zero there, so they add nothing.
       const float* gyi = gy + i * s.k * pq + p0 * s.q;
       loop(par, s.k * (p1 - p0), std::max<int64_t>(1, kParallelGrain / pl.wp),
            [&](int64_t begin, int64_t end) {

@@ -22,9 +22,10 @@
 //   in C cannot leak), later depth blocks add alpha * tile to C. Depth blocks are balanced
 //   (ceil(k / ceil(k / KC)) deep) so that no block is a thin remainder.
 // - Threads: C is split into ranges of whole slivers (kRangesPerThread per thread, handed out
-//   dynamically), along n when n has enough slivers (and is the larger side), else along m; each
-//   thread packs what it needs into its own thread_local buffers (kept between calls: fresh pages
-//   would cost a page fault each). Each
+//   dynamically), along n when n has enough slivers (and is the larger side), else along m. Along
+//   n each thread packs what it needs into its own thread_local buffers (kept between calls: fresh
+//   pages would cost a page fault each); along m with B packed, the threads pack each panel of B
+//   together into one shared buffer and then share out the row ranges against it. Each
 //   element of C is summed in the same order (depth blocks in order, products in order within a
 //   block) whatever the thread count, so results do not depend on it. Inside an OpenMP parallel
 //   region the GEMM runs on the calling thread.
@@ -66,7 +67,13 @@ struct Problem {
   float beta;
   float* c;
   int64_t ldc;
+  const float* row_bias = nullptr;
 };
+
+// Offset within B's row of column j (row pointers with segments; see GemmOperand).
+inline int64_t b_offset(const GemmOperand& b, int64_t j) {
+  return b.segment > 0 ? j + (j / b.segment) * b.gap : j;
+}
 
 // Packing buffers of the calling thread, 64-byte aligned, grown as needed and kept; buffer 2 is
 // a row of zeros (A's rows past m).
@@ -178,10 +185,24 @@ void a_sliver(const Problem& g, int64_t i, int64_t rows, int64_t p0, const float
 // columns past cols zero.
 template <int NR>
 void pack_b_sliver(const Problem& g, int64_t p0, int64_t kc, int64_t j, int64_t cols, float* d) {
+  if (g.b.rows != nullptr && g.b.segment > 0 && j % g.b.segment + cols > g.b.segment) {
+    // The sliver's columns cross from one segment into the next: copy piece by piece.
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* row = g.b.rows[p0 + p];
+      float* dp = d + p * NR;
+      for (int64_t u = 0; u < cols;) {
+        const int64_t col = j + u, run = std::min(cols - u, g.b.segment - col % g.b.segment);
+        std::copy(row + b_offset(g.b, col), row + b_offset(g.b, col) + run, dp + u);
+        u += run;
+      }
+      std::fill(dp + cols, dp + NR, 0.0f);
+    }
+    return;
+  }
   if (g.b.rows != nullptr || !g.b.trans) {  // row p of the sliver is contiguous in the source
     for (int64_t p = 0; p < kc; ++p) {
-      const float* src =
-          g.b.rows != nullptr ? g.b.rows[p0 + p] + j : g.b.data + (p0 + p) * g.b.ld + j;
+      const float* src = g.b.rows != nullptr ? g.b.rows[p0 + p] + b_offset(g.b, j)
+                                             : g.b.data + (p0 + p) * g.b.ld + j;
       float* dp = d + p * NR;
       if (cols == NR) {  // a fixed-size copy: vector moves, not a library call
         for (int64_t jj = 0; jj < NR; ++jj) dp[jj] = src[jj];
@@ -224,10 +245,11 @@ bool b_rows_in_place(const Problem& g) {
   return g.b.rows != nullptr && g.m <= kInPlaceBMaxRows;
 }
 
-// Whether B's sliver of `cols` columns is read in place (whole slivers only).
+// Whether B's sliver at columns [j, j + cols) is read in place (whole slivers within a segment).
 template <int NR>
-bool b_in_place(const Problem& g, int64_t cols) {
-  return b_rows_in_place(g) && cols == NR;
+bool b_in_place(const Problem& g, int64_t j, int64_t cols) {
+  return b_rows_in_place(g) && cols == NR &&
+         (g.b.segment == 0 || j % g.b.segment + NR <= g.b.segment);
 }
 
 // Prefetches columns [j, j + width) of rows[0, kc) into L2: the next sliver of a B read in place,
@@ -248,11 +270,11 @@ inline void prefetch_rows(const float* const* rows, int64_t kc, int64_t j, int64
 // ---- micro-kernels ----
 // C (mr <= MR rows, nr <= NR columns, row stride ldc) = beta * C + alpha * A_sliver x B_sliver,
 // A_sliver row r at a[r][0, kc); B_sliver packed (kc, NR) at b, or, when b_rows is set, row p at
-// b_rows[p] + b_col. beta == 0 does not read C.
+// b_rows[p] + b_col. beta == 0 does not read C. With bias, bias[r] is added to row r.
 
 using MicroKernel = void (*)(int64_t kc, const float* const* a, const float* b,
                              const float* const* b_rows, int64_t b_col, float* c, int64_t ldc,
-                             int mr, int nr, float alpha, float beta);
+                             int mr, int nr, float alpha, float beta, const float* bias);
 
 #ifdef SEG_SGEMM_X86
 
@@ -283,7 +305,8 @@ template <int MR, int NR>
 __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float* const* a,
                                                          const float* b, const float* const* b_rows,
                                                          int64_t b_col, float* c, int64_t ldc,
-                                                         int mr, int nr, float alpha, float beta) {
+                                                         int mr, int nr, float alpha, float beta,
+                                                         const float* bias) {
   constexpr int V = NR / 16;
   const float* ar[MR];
 #pragma GCC unroll 12
@@ -329,9 +352,11 @@ __attribute__((target("avx512f,fma"))) void micro_avx512(int64_t kc, const float
   for (int r = 0; r < MR; ++r) {
     if (r >= mr) break;
     float* cr = c + r * ldc;
+    const __m512 br = _mm512_set1_ps(bias ? bias[r] : 0.0f);
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) {
       __m512 out = alpha == 1.0f ? acc[r][v] : _mm512_mul_ps(aa, acc[r][v]);
+      if (bias) out = _mm512_add_ps(out, br);
       if (beta != 0.0f) {
         const __m512 old = _mm512_maskz_loadu_ps(mask[v], cr + 16 * v);
         out = beta == 1.0f ? _mm512_add_ps(out, old) : _mm512_fmadd_ps(bb, old, out);
@@ -345,7 +370,8 @@ template <int MR, int NR>
 __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* const* a,
                                                     const float* b, const float* const* b_rows,
                                                     int64_t b_col, float* c, int64_t ldc, int mr,
-                                                    int nr, float alpha, float beta) {
+                                                    int nr, float alpha, float beta,
+                                                    const float* bias) {
   constexpr int V = NR / 8;
   const float* ar[MR];
 #pragma GCC unroll 6
@@ -388,9 +414,11 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* con
   for (int r = 0; r < MR; ++r) {
     if (r >= mr) break;
     float* cr = c + r * ldc;
+    const __m256 br = _mm256_set1_ps(bias ? bias[r] : 0.0f);
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {
       __m256 out = alpha == 1.0f ? acc[r][v] : _mm256_mul_ps(aa, acc[r][v]);
+      if (bias) out = _mm256_add_ps(out, br);
       if (full) {
         if (beta != 0.0f) {
           const __m256 old = _mm256_loadu_ps(cr + 8 * v);
@@ -416,75 +444,153 @@ struct Blocking {
   int64_t kc, mc, nc;
 };
 
+// Depth blocks: balanced, ceil(k / ceil(k / KC)) deep, so that no block is a thin remainder.
+struct DepthBlocks {
+  int64_t count, size;
+  DepthBlocks(int64_t k, int64_t kc) : count((k + kc - 1) / kc), size((k + count - 1) / count) {}
+};
+
+// Packs the slivers [s0, s1) of B's column block at jc (nc wide) over depth [p0, p0 + kc) into
+// panel (sliver s at panel + s * NR * kc); slivers read in place are skipped.
+template <int NR>
+void pack_b_block(const Problem& g, int64_t p0, int64_t kc, int64_t jc, int64_t nc, int64_t s0,
+                  int64_t s1, float* panel) {
+  for (int64_t sl = s0; sl < s1; ++sl) {
+    const int64_t jr = sl * NR, cols = std::min<int64_t>(NR, nc - jr);
+    if (!b_in_place<NR>(g, jc + jr, cols)) {
+      pack_b_sliver<NR>(g, p0, kc, jc + jr, cols, panel + jr * kc);
+    }
+  }
+}
+
+// The tiles of C rows [ic, ic + mc) x columns [jc, jc + nc) over depth [p0, p0 + kc), B from
+// panel (packed) or in place, A packed into abuf first when stored transposed.
+template <int MR, int NR>
+void block_tiles(const Problem& g, MicroKernel micro, int64_t jc, int64_t nc, int64_t ic,
+                 int64_t mc, int64_t p0, int64_t kc, float beta, const float* panel, float* abuf,
+                 const float* zeros) {
+  const float* bias = p0 == 0 ? g.row_bias : nullptr;  // added with the first depth block
+  if (g.a.trans) pack_a_transposed<MR>(g, ic, mc, p0, kc, abuf);
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    const bool b_direct = b_in_place<NR>(g, jc + jr, nr);
+    if (b_rows_in_place(g) && jr + NR < nc) {
+      prefetch_rows(g.b.rows + p0, kc, b_offset(g.b, jc + jr + NR), NR);
+    }
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+      const float* a[MR];
+      a_sliver<MR>(g, ic + ir, mr, p0, abuf + ir * kc, kc, zeros, a);
+      micro(kc, a, panel + jr * kc, b_direct ? g.b.rows + p0 : nullptr,
+            b_direct ? b_offset(g.b, jc + jr) : 0, g.c + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr,
+            g.alpha, beta, bias ? bias + ic + ir : nullptr);
+    }
+  }
+}
+
 // C rows [m0, m1), columns [n0, n1) on the calling thread.
 template <int MR, int NR>
 void gemm_range(const Problem& g, const Blocking& bl, MicroKernel micro, int64_t m0, int64_t m1,
                 int64_t n0, int64_t n1) {
-  const int64_t kblocks = (g.k + bl.kc - 1) / bl.kc;
-  const int64_t kc_max = (g.k + kblocks - 1) / kblocks;
+  const DepthBlocks db(g.k, bl.kc);
   const int64_t nc_max = std::min(bl.nc, (n1 - n0 + NR - 1) / NR * NR);
   const int64_t mc_max = std::min(bl.mc, (m1 - m0 + MR - 1) / MR * MR);
-  float* bbuf = thread_buffer(0, kc_max * nc_max);                        // slivers (kc, NR)
-  float* abuf = g.a.trans ? thread_buffer(1, kc_max * mc_max) : nullptr;  // slivers (MR, kc)
-  const float* zeros = thread_buffer(2, kc_max);
-  // One (mc, nc) block of C over depth block kb: pack what needs packing, then the tiles.
-  auto block = [&](int64_t jc, int64_t nc, int64_t ic, int64_t mc, int64_t kb, bool pack_b) {
-    const int64_t p0 = kb * kc_max, kc = std::min(kc_max, g.k - p0);
-    if (pack_b) {
-      for (int64_t jr = 0; jr < nc; jr += NR) {
-        const int64_t cols = std::min<int64_t>(NR, nc - jr);
-        if (!b_in_place<NR>(g, cols)) pack_b_sliver<NR>(g, p0, kc, jc + jr, cols, bbuf + jr * kc);
-      }
-    }
-    const float beta = kb == 0 ? g.beta : 1.0f;
-    if (g.a.trans) pack_a_transposed<MR>(g, ic, mc, p0, kc, abuf);
-    for (int64_t jr = 0; jr < nc; jr += NR) {
-      const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-      const bool b_direct = b_in_place<NR>(g, nr);
-      if (b_rows_in_place(g) && jr + NR < nc) prefetch_rows(g.b.rows + p0, kc, jc + jr + NR, NR);
-      for (int64_t ir = 0; ir < mc; ir += MR) {
-        const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-        const float* a[MR];
-        a_sliver<MR>(g, ic + ir, mr, p0, abuf + ir * kc, kc, zeros, a);
-        micro(kc, a, bbuf + jr * kc, b_direct ? g.b.rows + p0 : nullptr, jc + jr,
-              g.c + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
-      }
-    }
-  };
+  float* panel = thread_buffer(0, db.size * nc_max);                       // slivers (kc, NR)
+  float* abuf = g.a.trans ? thread_buffer(1, db.size * mc_max) : nullptr;  // slivers (MR, kc)
+  const float* zeros = thread_buffer(2, db.size);
   for (int64_t jc = n0; jc < n1; jc += bl.nc) {
-    const int64_t nc = std::min(bl.nc, n1 - jc);
+    const int64_t nc = std::min(bl.nc, n1 - jc), slivers = (nc + NR - 1) / NR;
     if (b_rows_in_place(g)) {
       // B read in place (only a partial last sliver is packed, cheaply, per block): the depth
       // loop goes inside the row blocks, so each (mc, nc) block of C stays in cache across it.
       for (int64_t ic = m0; ic < m1; ic += bl.mc) {
-        for (int64_t kb = 0; kb < kblocks; ++kb)
-          block(jc, nc, ic, std::min(bl.mc, m1 - ic), kb, true);
+        for (int64_t kb = 0; kb < db.count; ++kb) {
+          const int64_t p0 = kb * db.size, kc = std::min(db.size, g.k - p0);
+          pack_b_block<NR>(g, p0, kc, jc, nc, 0, slivers, panel);
+          block_tiles<MR, NR>(g, micro, jc, nc, ic, std::min(bl.mc, m1 - ic), p0, kc,
+                              kb == 0 ? g.beta : 1.0f, panel, abuf, zeros);
+        }
       }
     } else {
       // B packed once per depth block and reused by every row block.
-      for (int64_t kb = 0; kb < kblocks; ++kb) {
+      for (int64_t kb = 0; kb < db.count; ++kb) {
+        const int64_t p0 = kb * db.size, kc = std::min(db.size, g.k - p0);
+        pack_b_block<NR>(g, p0, kc, jc, nc, 0, slivers, panel);
         for (int64_t ic = m0; ic < m1; ic += bl.mc) {
-          block(jc, nc, ic, std::min(bl.mc, m1 - ic), kb, ic == m0);
+          block_tiles<MR, NR>(g, micro, jc, nc, ic, std::min(bl.mc, m1 - ic), p0, kc,
+                              kb == 0 ? g.beta : 1.0f, panel, abuf, zeros);
         }
       }
     }
   }
 }
 
+// Split along m with B packed: the threads pack each (depth block, column block) panel of B
+// together, once, into the calling thread's buffer, then share out the row ranges (dynamically)
+// against it. Splitting into independent row ranges would pack all of B once per range.
+template <int MR, int NR>
+void gemm_shared_b(const Problem& g, const Blocking& bl, MicroKernel micro, int threads) {
+  const DepthBlocks db(g.k, bl.kc);
+  const int64_t nc_max = std::min(bl.nc, (g.n + NR - 1) / NR * NR);
+  const int64_t m_slivers = (g.m + MR - 1) / MR;
+  const int64_t ranges = std::min<int64_t>(m_slivers, int64_t{threads} * kRangesPerThread);
+  const int64_t range_rows = (m_slivers + ranges - 1) / ranges * MR;
+  float* panel = thread_buffer(0, db.size * nc_max);
+  std::exception_ptr error;
+#pragma omp parallel num_threads(threads)
+  {
+    float* abuf = nullptr;
+    const float* zeros = nullptr;
+    try {
+      abuf = g.a.trans ? thread_buffer(1, db.size * std::min(bl.mc, range_rows)) : nullptr;
+      zeros = thread_buffer(2, db.size);
+    } catch (...) {
+#pragma omp critical(seg_sgemm_error)
+      error = std::current_exception();
+    }
+#pragma omp barrier
+    if (!error) {
+      for (int64_t jc = 0; jc < g.n; jc += bl.nc) {
+        const int64_t nc = std::min(bl.nc, g.n - jc), slivers = (nc + NR - 1) / NR;
+        for (int64_t kb = 0; kb < db.count; ++kb) {
+          const int64_t p0 = kb * db.size, kc = std::min(db.size, g.k - p0);
+#pragma omp for schedule(static)
+          for (int64_t sl = 0; sl < slivers; ++sl)
+            pack_b_block<NR>(g, p0, kc, jc, nc, sl, sl + 1, panel);
+#pragma omp for schedule(dynamic)
+          for (int64_t t = 0; t < ranges; ++t) {
+            const int64_t s0 = m_slivers * t / ranges, s1 = m_slivers * (t + 1) / ranges;
+            const int64_t lo = std::min(g.m, s0 * MR), hi = std::min(g.m, s1 * MR);
+            for (int64_t ic = lo; ic < hi; ic += bl.mc) {
+              block_tiles<MR, NR>(g, micro, jc, nc, ic, std::min(bl.mc, hi - ic), p0, kc,
+                                  kb == 0 ? g.beta : 1.0f, panel, abuf, zeros);
+            }
+          }
+        }
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 // Splits C into ranges of whole slivers (see the design notes) and runs gemm_range on each, the
-// ranges handed out to the threads dynamically.
+// ranges handed out to the threads dynamically; along m with B packed, gemm_shared_b.
 template <int MR, int NR>
 void gemm_parallel(const Problem& g, const Blocking& bl, MicroKernel micro) {
   int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (g.m * g.n * g.k < kParallelMinMacs) threads = 1;
   const int64_t n_slivers = (g.n + NR - 1) / NR, m_slivers = (g.m + MR - 1) / MR;
-  // Split the side whose operand would otherwise be packed for every range: along n every range
-  // reads all of A (m x k), along m all of B (k x n).
+  // Along n every range reads all of A, which is read in place or packed small; along m, B's
+  // packed panels are shared. Split along n when it has enough slivers and is the larger side.
   const bool n_ok = n_slivers >= 2 * threads, m_ok = m_slivers >= 2 * threads;
   const bool along_n = n_ok && (!m_ok || g.n >= g.m);
   if (!n_ok && !m_ok) threads = 1;
   if (threads == 1) {
     gemm_range<MR, NR>(g, bl, micro, 0, g.m, 0, g.n);
+    return;
+  }
+  if (!along_n && !b_rows_in_place(g)) {
+    gemm_shared_b<MR, NR>(g, bl, micro, threads);
     return;
   }
   const int64_t slivers = along_n ? n_slivers : m_slivers, width = along_n ? NR : MR;
@@ -517,7 +623,7 @@ double tile_fill(int64_t m, int64_t n, int64_t mr, int64_t nr) {
   return static_cast<double>(m) / mt * static_cast<double>(n) / nt;
 }
 
-// C = beta * C (exact zeros for beta == 0).
+// C = beta * C (exact zeros for beta == 0), plus the row bias.
 void scale_c(const Problem& g) {
   for (int64_t i = 0; i < g.m; ++i) {
     float* row = g.c + i * g.ldc;
@@ -525,6 +631,9 @@ void scale_c(const Problem& g) {
       std::fill(row, row + g.n, 0.0f);
     } else if (g.beta != 1.0f) {
       for (int64_t j = 0; j < g.n; ++j) row[j] *= g.beta;
+    }
+    if (g.row_bias != nullptr) {
+      for (int64_t j = 0; j < g.n; ++j) row[j] += g.row_bias[i];
     }
   }
 }
@@ -543,7 +652,9 @@ void blas_sgemm(const Problem& g) {
   }
   if (g.b.rows != nullptr) {
     b_dense.reset(new float[static_cast<size_t>(g.k * g.n)]);
-    for (int64_t p = 0; p < g.k; ++p) std::copy(g.b.rows[p], g.b.rows[p] + g.n, &b_dense[p * g.n]);
+    for (int64_t p = 0; p < g.k; ++p) {
+      for (int64_t j = 0; j < g.n; ++j) b_dense[p * g.n + j] = g.b.rows[p][b_offset(g.b, j)];
+    }
     b = b_dense.get();
     ldb = g.n;
   }
@@ -551,6 +662,11 @@ void blas_sgemm(const Problem& g) {
               g.b.trans ? CblasTrans : CblasNoTrans, static_cast<int>(g.m), static_cast<int>(g.n),
               static_cast<int>(g.k), g.alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
               g.beta, g.c, static_cast<int>(g.ldc));
+  if (g.row_bias != nullptr) {
+    for (int64_t i = 0; i < g.m; ++i) {
+      for (int64_t j = 0; j < g.n; ++j) g.c[i * g.ldc + j] += g.row_bias[i];
+    }
+  }
 }
 
 void run(GemmIsa isa, const Problem& g) {
@@ -617,19 +733,22 @@ bool gemm_isa_supported(GemmIsa isa) {
 }
 
 void sgemm_ex_with(GemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
-                   const GemmOperand& b, float beta, float* c, int64_t ldc) {
+                   const GemmOperand& b, float beta, float* c, int64_t ldc, const float* row_bias) {
   if (!gemm_isa_supported(isa)) {
     throw std::invalid_argument(std::string("sgemm: this processor cannot run the ") +
                                 gemm_isa_name(isa) + " kernels");
   }
   check_operand(a, "A");
   check_operand(b, "B");
-  run(isa, Problem{m, n, k, alpha, a, b, beta, c, ldc});
+  if (b.segment < 0 || b.gap < 0 || (b.segment > 0 && b.rows == nullptr && k > 0)) {
+    throw std::invalid_argument("sgemm: B's segments need row pointers and sizes >= 0");
+  }
+  run(isa, Problem{m, n, k, alpha, a, b, beta, c, ldc, row_bias});
 }
 
 void sgemm_ex(int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
-              const GemmOperand& b, float beta, float* c, int64_t ldc) {
-  sgemm_ex_with(best_gemm_isa(), m, n, k, alpha, a, b, beta, c, ldc);
+              const GemmOperand& b, float beta, float* c, int64_t ldc, const float* row_bias) {
+  sgemm_ex_with(best_gemm_isa(), m, n, k, alpha, a, b, beta, c, ldc, row_bias);
 }
 
 void sgemm_with(GemmIsa isa, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,

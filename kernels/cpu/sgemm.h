@@ -31,29 +31,36 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 // present rows that are not evenly spaced without copying them (a convolution's column matrix is
 // rows of its zero-padded input image, each starting at its own offset):
 //   A: op(A)(i, p) = rows[i][p], rows[i] readable for p in [0, k), i in [0, m);
-//   B: op(B)(p, j) = rows[p][j], rows[p] readable for j in [0, n), p in [0, k).
+//   B: op(B)(p, j) = rows[p][j + (j / segment) * gap] (segment 0: rows[p][j]): a B row may be
+//      made of segments of `segment` columns with `gap` unused floats after each (the padded
+//      image's rows, whose padding columns are not outputs).
 struct GemmOperand {
   const float* data = nullptr;
   int64_t ld = 0;
   bool trans = false;
   const float* const* rows = nullptr;
+  int64_t segment = 0, gap = 0;
 
   static GemmOperand matrix(const float* data, int64_t ld, bool trans = false) {
-    return GemmOperand{data, ld, trans, nullptr};
+    return GemmOperand{data, ld, trans, nullptr, 0, 0};
   }
-  static GemmOperand row_pointers(const float* const* rows) {
-    return GemmOperand{nullptr, 0, false, rows};
+  static GemmOperand row_pointers(const float* const* rows, int64_t segment = 0, int64_t gap = 0) {
+    return GemmOperand{nullptr, 0, false, rows, segment, gap};
   }
 };
 
+// C = alpha * op(A) op(B) + beta * C, plus row_bias[i] on every element of row i when row_bias
+// is given.
 void sgemm_ex(int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
-              const GemmOperand& b, float beta, float* c, int64_t ldc);
+              const GemmOperand& b, float beta, float* c, int64_t ldc,
+              const float* row_bias = nullptr);
 
 // The same with a given instruction set (tests and benchmarks); `isa` must be supported.
 void sgemm_with(GemmIsa isa, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                 float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                 float* c, int64_t ldc);
 void sgemm_ex_with(GemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const GemmOperand& a,
-                   const GemmOperand& b, float beta, float* c, int64_t ldc);
+                   const GemmOperand& b, float beta, float* c, int64_t ldc,
+                   const float* row_bias = nullptr);
 
 }  // namespace seg::cpu
