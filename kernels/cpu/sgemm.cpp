@@ -25,7 +25,8 @@
 //   in C cannot leak), later depth blocks add alpha * tile to C. Depth blocks are balanced
 //   (ceil(k / ceil(k / KC)) deep) so that no block is a thin remainder.
 // - Threads: C is split into ranges of whole slivers (kRangesPerThread per thread, handed out
-//   dynamically), along n when n has enough slivers (and is the larger side), else along m. Along
+//   dynamically): along n when B is read in place or each range gets enough columns, else along
+//   m. Along
 //   n each thread packs what it needs into its own thread_local buffers (kept between calls: fresh
 //   pages would cost a page fault each); along m with B packed, the threads pack each panel of B
 //   together into one shared buffer and then share out the row ranges against it. Each
@@ -60,6 +61,9 @@ constexpr int64_t kParallelMinMacs = int64_t{1} << 18;
 // time slice (a shared machine) does not hold the others up for long, few enough that operands
 // read per range stay cheap.
 constexpr int64_t kRangesPerThread = 4;
+// A split along n gives each range at least this many columns (else it splits along m): every
+// range reads all of A, which costs ~1/40 of 512 columns' multiply-adds per row of A.
+constexpr int64_t kMinColumnsPerRange = 512;
 // A stored (m, k) with a row stride of at least this many floats is packed (see a_packed).
 constexpr int64_t kPackAMinLd = 1024;
 // B given by row pointers is read in place when m is at most this (see b_rows_in_place).
@@ -611,10 +615,14 @@ void gemm_parallel(const Problem& g, const Blocking& bl, MicroKernel micro) {
   int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (g.m * g.n * g.k < kParallelMinMacs) threads = 1;
   const int64_t n_slivers = (g.n + NR - 1) / NR, m_slivers = (g.m + MR - 1) / MR;
-  // Along n every range reads all of A, which is read in place or packed small; along m, B's
-  // packed panels are shared. Split along n when it has enough slivers and is the larger side.
+  // Along n every range reads (and may pack) all of A: cheap when each range has many columns to
+  // spend it on. Along m with B packed, the threads share each packed panel of B (nothing is read
+  // twice), at the cost of two barriers per panel. Along m with B read in place (A has few rows),
+  // every range would read all of B.
   const bool n_ok = n_slivers >= 2 * threads, m_ok = m_slivers >= 2 * threads;
-  const bool along_n = n_ok && (!m_ok || g.n >= g.m);
+  const int64_t n_ranges = std::min<int64_t>(n_slivers, int64_t{threads} * kRangesPerThread);
+  const bool along_n =
+      n_ok && (!m_ok || b_rows_in_place(g) || g.n >= kMinColumnsPerRange * n_ranges);
   if (!n_ok && !m_ok) threads = 1;
   if (threads == 1) {
     gemm_range<MR, NR>(g, bl, micro, 0, g.m, 0, g.n);
