@@ -584,12 +584,12 @@ std::vector<std::string> print_breakdown(const Side& ours, const Side& theirs, b
   std::printf("\n");
   std::set<std::string> used_of, used_ob, used_tf, used_tb;
   std::vector<std::string> losers;
-  auto line = [&](const char* name, double a, double b, double c, double d) {
+  auto line = [&](const char* name, double a, double b, double c, double d, bool judge = true) {
     std::printf("  %-18s %9.1f %9.1f", name, a, b);
     if (peer) {
       const double ratio = (a + b) > 0 ? (c + d) / (a + b) : NAN;
       std::printf(" %9.1f %9.1f %9.2f", c, d, ratio);
-      if (ratio < kTargetRatio && (a + b) > 0.0) {
+      if (judge && ratio < kTargetRatio && (a + b) > 0.0) {
         char buf[160];
         std::snprintf(buf, sizeof(buf), "%s (ours %.0f ms, torch %.0f ms)", name, a + b, c + d);
         losers.push_back(buf);
@@ -616,7 +616,7 @@ std::vector<std::string> print_breakdown(const Side& ours, const Side& theirs, b
   line("optimizer step", oo.value("optimizer", 0.0), 0.0, peer ? to.value("optimizer", 0.0) : 0.0,
        0.0);
   line("total", oo.value("forward", 0.0), oo.value("backward", 0.0),
-       peer ? to.value("forward", 0.0) : 0.0, peer ? to.value("backward", 0.0) : 0.0);
+       peer ? to.value("forward", 0.0) : 0.0, peer ? to.value("backward", 0.0) : 0.0, false);
   const std::string ours_rest =
       rest_of(of, used_of) + (rest_of(ob, used_ob).empty() ? "" : "; ") + rest_of(ob, used_ob);
   if (!ours_rest.empty()) std::printf("  ours, other layers (ms): %s\n", ours_rest.c_str());

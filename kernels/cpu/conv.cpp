@@ -1,7 +1,15 @@
-// CPU 2-D convolution (groups 1): im2col + OpenBLAS GEMM, one image at a time.
+// CPU 2-D convolution (groups 1) as GEMMs, one image at a time.
 //
 // Design notes
-// - Per image n, per chunk of output rows [p0, p1):
+// - Stride-1 convolutions in f32 (UNet's and the ASPP's 3x3s, dilated or not) run over a
+//   zero-padded copy of the input (see "stride-1 convolutions over a zero-padded input" below):
+//     forward          y_n = W (k, c*r*s) @ columns of the padded x_n, read in place, + bias
+//     backward_input   gx_n = the forward of gy_n with W rotated by 180 degrees and c, k exchanged
+//                      (when the weight is small beside the activations; else as below)
+//     backward_weight  gW^T (c*r*s, k) = columns of the padded x_n @ gy_n^T, summed, transposed
+//   No column matrix is materialised: the GEMM reads the padded image's rows through pointers.
+// - Other convolutions (strides, f64 for the gradient checks), per image n and chunk of output
+//   rows [p0, p1):
 //     forward          col (c*r*s, rows*q) = im2col(x_n);  y_n[:, rows] = W (k, c*r*s) @ col
 //     backward_input   gcol = W^T @ gy_n[:, rows];         gx_n += col2im(gcol)
 //     backward_weight  col = im2col(x_n);                  gW += gy_n[:, rows] @ col^T
@@ -12,23 +20,25 @@
 //   matrix, so the GEMMs read x and write gx directly.
 // - f32 GEMMs are our own (kernels/cpu/sgemm.h: AVX-512 or AVX2 micro-kernels chosen by the CPU's
 //   features, so OPENBLAS_CORETYPE does not slow them); f64 GEMMs are OpenBLAS's.
-// - Threads: the GEMMs run outside OpenMP regions and use the OpenMP threads themselves. im2col,
-// col2im and
-//   the bias loops use OpenMP (parallel_for) only when OpenBLAS itself is built on OpenMP, so that
-//   one thread pool serves both. With the pthread build of OpenBLAS (Debian's default), its worker
-//   threads keep spinning for ~0.1 s after each GEMM and an OpenMP region between two GEMMs fights
-//   them for the cores: measured on 2 cores, conv steps ran 2-6x slower than with these loops on
-//   the calling thread; with the OpenMP build, parallel loops are 20-25% faster than serial ones.
-// - Nothing races: im2col writes disjoint rows, col2im gives each thread whole channels of gx (a
-//   channel only receives from its own column rows), the weight gradient sums images and chunks in
-//   a fixed order through the GEMM's beta, and the bias gradient gives each thread whole channels.
-//   Results do not depend on the thread count.
+// - Threads: the GEMMs run outside OpenMP regions and use the OpenMP threads themselves (ours) or
+//   OpenBLAS's. Padding, im2col, col2im and the bias loops use OpenMP (parallel_for) only when
+//   OpenBLAS itself is built on OpenMP, so that one thread pool serves both. With the pthread
+//   build of OpenBLAS (Debian's default), its worker threads keep spinning for ~0.1 s after each
+//   GEMM and an OpenMP region between two GEMMs fights them for the cores: measured on 2 cores,
+//   conv steps ran 2-6x slower than with these loops on the calling thread; with the OpenMP
+//   build, parallel loops are 20-25% faster than serial ones.
+// - Nothing races: im2col and padding write disjoint rows, col2im gives each thread whole channels
+//   of gx (a channel only receives from its own column rows), the weight gradient sums images and
+//   chunks in a fixed order through the GEMM's beta, and the bias gradient gives each thread whole
+//   channels; our GEMM sums every output in a fixed order. f32 results do not depend on the
+//   thread count.
 // - The bias is written into y's chunk just before its GEMM, which then runs with beta = 1: that
-//   costs nothing, since OpenBLAS with beta = 0 clears C in a pass of its own, and the chunk is
-//   still in cache when the GEMM adds to it. Likewise col2im sets each row of gx (to the bias of
-//   a transposed conv, or zero) just before the first chunk that adds to it.
+//   costs nothing, since the chunk is still in cache when the GEMM adds to it. Likewise col2im
+//   sets each row of gx (to the bias of a transposed conv, or zero) just before the first chunk
+//   that adds to it. The padded path adds the bias in the GEMM's epilogue.
 // - Kernels use the p and q of the shape (not the formula): conv_transpose2d with output_padding
-//   describes an input larger than the outputs cover; uncovered input positions get zero gradient.
+//   describes an input larger than the outputs cover; uncovered input positions get zero gradient
+//   (such shapes take the column-matrix path).
 #include <cblas.h>
 
 #include <algorithm>
@@ -319,7 +329,7 @@ void padded_backward_weight(const Conv2dShape& s, const float* x, const float* g
       std::fill(xp.get() + s.c * hc * pl.wp, xp.get() + s.c * hc * pl.wp + pl.slack, 0.0f);
       column_rows(s, xp.get(), hc, pl.wp, rows.get());
       // The grid's non-output columns read past a row's end into the next (or, at the very end,
-      // into the slack): gy is zero there, so they add nothing.
+      // into the slack): gy is zero there, so they add nothing (for finite x: 0 * inf is NaN).
       const float* gyi = gy + i * s.k * pq + p0 * s.q;
       loop(par, s.k * (p1 - p0), std::max<int64_t>(1, kParallelGrain / pl.wp),
            [&](int64_t begin, int64_t end) {
