@@ -28,8 +28,10 @@
 //   dynamically): along n when B is read in place or each range gets enough columns, else along
 //   m. Along
 //   n each thread packs what it needs into its own thread_local buffers (kept between calls: fresh
-//   pages would cost a page fault each); along m with B packed, the threads pack each panel of B
-//   together into one shared buffer and then share out the row ranges against it. Each
+//   pages would cost a page fault each); along m with B packed, the threads pack each (k, nc)
+//   panel of B together into one shared buffer and then share out the row ranges against it (one
+//   barrier per column block: on a shared machine each barrier may wait out another process's
+//   time slice). Each
 //   element of C is summed in the same order (depth blocks in order, products in order within a
 //   block) whatever the thread count, so results do not depend on it. Inside an OpenMP parallel
 //   region the GEMM runs on the calling thread.
@@ -61,6 +63,8 @@ constexpr int64_t kParallelMinMacs = int64_t{1} << 18;
 // time slice (a shared machine) does not hold the others up for long, few enough that operands
 // read per range stay cheap.
 constexpr int64_t kRangesPerThread = 4;
+// The shared B panel of an along-m split holds at most this many floats (4 MiB).
+constexpr int64_t kSharedPanelFloats = int64_t{1} << 20;
 // A split along n gives each range at least this many columns (else it splits along m): every
 // range reads all of A, which costs ~1/40 of 512 columns' multiply-adds per row of A.
 constexpr int64_t kMinColumnsPerRange = 512;
@@ -560,17 +564,23 @@ void gemm_range(const Problem& g, const Blocking& bl, MicroKernel micro, int64_t
   }
 }
 
-// Split along m with B packed: the threads pack each (depth block, column block) panel of B
-// together, once, into the calling thread's buffer, then share out the row ranges (dynamically)
-// against it. Splitting into independent row ranges would pack all of B once per range.
+// Split along m with B packed: for each block of columns, the threads pack B's whole (k, nc)
+// panel together, once, into the calling thread's buffer, then share out the row ranges
+// (dynamically) against it. Independent row ranges would each pack all of B; packing depth block
+// by depth block would cost two barriers per block, and on a shared machine every barrier can
+// wait out a time slice of the other thread. Column blocks are narrowed so that the panel stays
+// within kSharedPanelFloats (in the last-level cache).
 template <int MR, int NR>
 void gemm_shared_b(const Problem& g, const Blocking& bl, MicroKernel micro, int threads) {
   const DepthBlocks db(g.k, bl.kc);
-  const int64_t nc_max = std::min(bl.nc, (g.n + NR - 1) / NR * NR);
+  const int64_t nc_block =
+      std::clamp<int64_t>(kSharedPanelFloats / std::max<int64_t>(g.k, 1) / NR * NR, NR, bl.nc);
+  const int64_t nc_max = std::min(nc_block, (g.n + NR - 1) / NR * NR);
   const int64_t m_slivers = (g.m + MR - 1) / MR;
   const int64_t ranges = std::min<int64_t>(m_slivers, int64_t{threads} * kRangesPerThread);
   const int64_t range_rows = (m_slivers + ranges - 1) / ranges * MR;
-  float* panel = thread_buffer(0, db.size * nc_max);
+  // (k, nc) panel: depth block kb's slivers at panel + kb * size * nc_max
+  float* panel = thread_buffer(0, db.count * db.size * nc_max);
   std::exception_ptr error;
 #pragma omp parallel num_threads(threads)
   {
@@ -585,20 +595,25 @@ void gemm_shared_b(const Problem& g, const Blocking& bl, MicroKernel micro, int 
     }
 #pragma omp barrier
     if (!error) {
-      for (int64_t jc = 0; jc < g.n; jc += bl.nc) {
-        const int64_t nc = std::min(bl.nc, g.n - jc), slivers = (nc + NR - 1) / NR;
+      for (int64_t jc = 0; jc < g.n; jc += nc_block) {
+        const int64_t nc = std::min(nc_block, g.n - jc), slivers = (nc + NR - 1) / NR;
+#pragma omp for schedule(static) collapse(2)
         for (int64_t kb = 0; kb < db.count; ++kb) {
-          const int64_t p0 = kb * db.size, kc = std::min(db.size, g.k - p0);
-#pragma omp for schedule(static)
-          for (int64_t sl = 0; sl < slivers; ++sl)
-            pack_b_block<NR>(g, p0, kc, jc, nc, sl, sl + 1, panel);
+          for (int64_t sl = 0; sl < slivers; ++sl) {
+            const int64_t p0 = kb * db.size, kc = std::min(db.size, g.k - p0);
+            pack_b_block<NR>(g, p0, kc, jc, nc, sl, sl + 1, panel + kb * db.size * nc_max);
+          }
+        }
 #pragma omp for schedule(dynamic)
-          for (int64_t t = 0; t < ranges; ++t) {
-            const int64_t s0 = m_slivers * t / ranges, s1 = m_slivers * (t + 1) / ranges;
-            const int64_t lo = std::min(g.m, s0 * MR), hi = std::min(g.m, s1 * MR);
-            for (int64_t ic = lo; ic < hi; ic += bl.mc) {
+        for (int64_t t = 0; t < ranges; ++t) {
+          const int64_t s0 = m_slivers * t / ranges, s1 = m_slivers * (t + 1) / ranges;
+          const int64_t lo = std::min(g.m, s0 * MR), hi = std::min(g.m, s1 * MR);
+          for (int64_t ic = lo; ic < hi; ic += bl.mc) {
+            for (int64_t kb = 0; kb < db.count; ++kb) {
+              const int64_t p0 = kb * db.size, kc = std::min(db.size, g.k - p0);
               block_tiles<MR, NR>(g, micro, jc, nc, ic, std::min(bl.mc, hi - ic), p0, kc,
-                                  kb == 0 ? g.beta : 1.0f, panel, abuf, zeros);
+                                  kb == 0 ? g.beta : 1.0f, panel + kb * db.size * nc_max, abuf,
+                                  zeros);
             }
           }
         }
