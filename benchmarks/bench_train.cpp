@@ -18,7 +18,8 @@
 //   Python process. A row runs R rounds, each ours then the peer's, so a change in the shared
 //   machine's speed affects both sides alike. Each process takes W warmup steps then I timed
 //   steps. Reported: the median step time over all timed steps of all rounds, the min-max over
-//   those steps, and the ratio torch median / our median with the min-max of the per-round ratios.
+//   those steps, and the ratio as the median over rounds of torch's round median / ours, with its
+//   min-max (a round compares the two sides under about the same load).
 // - Check first: in every round, ours and the peer's losses of the first step (same weights, same
 //   batch, before any update) must agree within kLossTolerance, and those of the second step
 //   (after one RMSprop update) within kSecondLossTolerance. A failed check is printed and makes
@@ -628,6 +629,24 @@ std::vector<std::string> print_breakdown(const Side& ours, const Side& theirs, b
   return losers;
 }
 
+// torch / ours per round (each round runs ours then the peer's, so each ratio compares the two
+// under about the same load on the shared machine).
+std::vector<double> round_ratios(const Side& ours, const Side& theirs) {
+  std::vector<double> r;
+  for (size_t i = 0; i < theirs.round_median.size() && i < ours.round_median.size(); ++i) {
+    r.push_back(theirs.round_median[i] / ours.round_median[i]);
+  }
+  return r;
+}
+
+// "1.15 [1.10-1.17]": the median of the per-round ratios and their range.
+std::string ratio_str(const std::vector<double>& r) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.2f [%.2f-%.2f]", median(r),
+                *std::min_element(r.begin(), r.end()), *std::max_element(r.begin(), r.end()));
+  return buf;
+}
+
 std::string spread_str(const std::vector<double>& v) {
   if (v.empty()) return "-";
   char buf[96];
@@ -662,8 +681,8 @@ int main(int argc, char** argv) {
   std::printf("load average at start: %s (2-core machine: above ~2 means others were running)\n",
               bench::load_average().c_str());
   std::printf(
-      "times: median ms per step over all timed steps [min-max]; ratio = torch median / ours "
-      "[min-max of the per-round ratios]\ntensor peak: live tensor bytes at their peak (model, "
+      "times: median ms per step over all timed steps [min-max]; ratio = median over rounds of "
+      "torch's round median / ours [min-max]\ntensor peak: live tensor bytes at their peak (model, "
       "optimiser state, batch included); RSS growth: resident-set peak during the steps minus "
       "before them\n\n");
   std::fflush(stdout);
@@ -767,24 +786,18 @@ int main(int argc, char** argv) {
                 mib(sum.ours.tensor_peak), mib(sum.ours.rss_growth));
     if (sum.peer) {
       const double theirs_med = median(sum.theirs.step_ms);
-      std::vector<double> ratios;
-      for (size_t i = 0; i < sum.theirs.round_median.size() && i < sum.ours.round_median.size();
-           ++i)
-        ratios.push_back(sum.theirs.round_median[i] / sum.ours.round_median[i]);
       std::printf(
           "  torch: %8.2f images/s, step ms %s, tensor peak %.0f MiB, RSS growth %.0f MiB\n",
           row.batch * 1e3 / theirs_med, spread_str(sum.theirs.step_ms).c_str(),
           mib(sum.theirs.tensor_peak), mib(sum.theirs.rss_growth));
-      std::printf(
-          "  ratio: %.2f [%.2f-%.2f] (memory ours/torch: tensor peak %.2f, RSS growth %.2f)\n",
-          theirs_med / ours_med, *std::min_element(ratios.begin(), ratios.end()),
-          *std::max_element(ratios.begin(), ratios.end()),
-          sum.ours.tensor_peak / sum.theirs.tensor_peak,
-          sum.ours.rss_growth / sum.theirs.rss_growth);
+      std::printf("  ratio: %s (memory ours/torch: tensor peak %.2f, RSS growth %.2f)\n",
+                  ratio_str(round_ratios(sum.ours, sum.theirs)).c_str(),
+                  sum.ours.tensor_peak / sum.theirs.tensor_peak,
+                  sum.ours.rss_growth / sum.theirs.rss_growth);
     }
     if (sum.ours.breakdown.is_object()) {
       sum.losers = print_breakdown(sum.ours, sum.theirs, sum.peer);
-      if (sum.peer && median(sum.theirs.step_ms) / ours_med < kTargetRatio) {
+      if (sum.peer && median(round_ratios(sum.ours, sum.theirs)) < kTargetRatio) {
         std::printf("  below %.1fx: layers where ours is slower than %.1fx PyTorch: ", kTargetRatio,
                     kTargetRatio);
         for (size_t i = 0; i < sum.losers.size(); ++i)
@@ -798,21 +811,16 @@ int main(int argc, char** argv) {
   }
   std::filesystem::remove_all(dir);
 
-  std::printf("summary (images/s from median step times; ratio [per-round min-max])\n");
+  std::printf(
+      "summary (images/s from median step times; ratio: median of per-round ratios [min-max])\n");
   std::printf("%-34s %10s %10s %18s %16s\n", "row", "ours", "torch", "ratio", "tensor MiB o/t");
   for (const Summary& s : summaries) {
     const double om = median(s.ours.step_ms);
     std::printf("%-34s %10.2f", s.row.c_str(), s.batch * 1e3 / om);
     if (s.peer) {
       const double tm = median(s.theirs.step_ms);
-      std::vector<double> ratios;
-      for (size_t i = 0; i < s.theirs.round_median.size() && i < s.ours.round_median.size(); ++i)
-        ratios.push_back(s.theirs.round_median[i] / s.ours.round_median[i]);
-      char rbuf[64];
-      std::snprintf(rbuf, sizeof(rbuf), "%.2f [%.2f-%.2f]", tm / om,
-                    *std::min_element(ratios.begin(), ratios.end()),
-                    *std::max_element(ratios.begin(), ratios.end()));
-      std::printf(" %10.2f %18s %7.0f/%-7.0f", s.batch * 1e3 / tm, rbuf, mib(s.ours.tensor_peak),
+      std::printf(" %10.2f %18s %7.0f/%-7.0f", s.batch * 1e3 / tm,
+                  ratio_str(round_ratios(s.ours, s.theirs)).c_str(), mib(s.ours.tensor_peak),
                   mib(s.theirs.tensor_peak));
     }
     std::printf("\n");
