@@ -38,7 +38,7 @@
 //   backward timed (the graph's nodes are wrapped in timing nodes before backward), and the
 //   peer's step under torch.profiler (its forward ops and autograd nodes). Both are grouped into
 //   layer categories (convolution, batch norm, ...) and compared; a row below kTargetRatio names
-//   the categories where ours is slower than kTargetRatio x PyTorch.
+//   the categories short of kTargetRatio x PyTorch's speed.
 // - GPU rows (1024x2048) run when this binary has the CUDA backend and a GPU is present, and are
 //   skipped with a note otherwise. The peer then needs a PyTorch with CUDA ($SEG_PYTHON).
 #include <omp.h>
@@ -570,8 +570,8 @@ std::string rest_of(const json& times, const std::set<std::string>& used) {
   return s;
 }
 
-// Prints the per-category table; returns the categories where ours is slower than
-// kTargetRatio x PyTorch (forward + backward), "name (ours X ms, torch Y ms)".
+// Prints the per-category table; returns the categories short of kTargetRatio x PyTorch's speed
+// (forward + backward), "name (ours X ms, torch Y ms)".
 std::vector<std::string> print_breakdown(const Side& ours, const Side& theirs, bool with_peer) {
   const json& of = ours.breakdown["forward"];
   const json& ob = ours.breakdown["backward"];
@@ -798,7 +798,7 @@ int main(int argc, char** argv) {
     if (sum.ours.breakdown.is_object()) {
       sum.losers = print_breakdown(sum.ours, sum.theirs, sum.peer);
       if (sum.peer && median(round_ratios(sum.ours, sum.theirs)) < kTargetRatio) {
-        std::printf("  below %.1fx: layers where ours is slower than %.1fx PyTorch: ", kTargetRatio,
+        std::printf("  below %.1fx: layers short of %.1fx PyTorch's speed: ", kTargetRatio,
                     kTargetRatio);
         for (size_t i = 0; i < sum.losers.size(); ++i)
           std::printf("%s%s", i ? ", " : "", sum.losers[i].c_str());
