@@ -54,7 +54,7 @@ def build_deeplabv3(spec, num_classes):
     """torchvision's DeepLabv3-ResNet101 layout (ResNet-101 backbone, DeepLabHead), output stride
     8 (layer3 and layer4 dilated) or 16 (layer4 only), ASPP rates given as "rates=12-24-36"."""
     from torchvision.models import resnet101
-    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+    from torchvision.models.segmentation.deeplabv3 import ASPP
     import torch.nn as nn
 
     os_ = int(spec.get("os", "8"))
@@ -66,7 +66,10 @@ def build_deeplabv3(spec, num_classes):
             super().__init__()
             self.backbone = resnet101(weights=None, replace_stride_with_dilation=dilate)
             del self.backbone.fc
-            self.classifier = DeepLabHead(2048, num_classes, rates)
+            # torchvision's DeepLabHead (same children, same state_dict names), with these rates
+            self.classifier = nn.Sequential(
+                ASPP(2048, rates), nn.Conv2d(256, 256, 3, padding=1, bias=False),
+                nn.BatchNorm2d(256), nn.ReLU(), nn.Conv2d(256, num_classes, 1))
 
         def forward(self, x):
             import torch.nn.functional as F
