@@ -9,7 +9,7 @@
 //          and iterations): torchvision's ASPP head concatenates the pooled branch after bringing
 //          it to (h, w) and runs a 1x1 conv without bias.
 //
-// Usage: bench_aspp [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]
+// Usage: bench_aspp [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer] [--cpu-time]
 //
 // Design notes
 // - Check before timing: at every full shape, fused and cat get the same inputs and the same
@@ -52,7 +52,6 @@ using namespace seg;
 namespace {
 
 using bench::median;
-using bench::now_ms;
 
 // fused against cat, both f32 on the CPU: the same products summed in another order (four
 // 256-deep GEMMs plus a rank-1 bias term against one 1280-deep GEMM; the pooled gradient summed
@@ -172,7 +171,8 @@ CheckResult check_fused_against_cat(const AsppShape& s) {
 
 // Ours, fused (index 0) and cat (index 1), their iterations interleaved (fused, cat, fused,
 // ...): on a shared machine, load that comes and goes then falls on both variants alike.
-std::array<Timing, 2> time_ours(const AsppShape& s, int warmup, int iters) {
+std::array<Timing, 2> time_ours(const AsppShape& s, int warmup, int iters, bool cpu_time) {
+  auto tick = [cpu_time]() { return bench::clock_ms(cpu_time); };
   std::array<AsppInputs, 2> in = {make_inputs(s, 1), make_inputs(s, 1)};
   Generator gen(2);
   const Tensor gy = randn({s.n, s.k, s.h, s.w}, gen);  // (n, k, h, w)
@@ -187,9 +187,9 @@ std::array<Timing, 2> time_ours(const AsppShape& s, int warmup, int iters) {
   std::array<std::vector<double>, 2> steps, fwd;
   for (int i = 0; i < iters; ++i) {
     for (int v = 0; v < 2; ++v) {
-      const double t0 = now_ms();
+      const double t0 = tick();
       step(v);
-      steps[v].push_back(now_ms() - t0);
+      steps[v].push_back(tick() - t0);
     }
   }
   for (int v = 0; v < 2; ++v) zero_grads(in[v]);
@@ -197,9 +197,9 @@ std::array<Timing, 2> time_ours(const AsppShape& s, int warmup, int iters) {
     NoGradGuard no_grad;
     for (int i = 0; i < iters; ++i) {
       for (int v = 0; v < 2; ++v) {
-        const double t0 = now_ms();
+        const double t0 = tick();
         const Tensor y = forward(v);
-        fwd[v].push_back(now_ms() - t0);
+        fwd[v].push_back(tick() - t0);
       }
     }
   }
@@ -232,6 +232,7 @@ int main(int argc, char** argv) {
       "through autograd; fwd = forward without grad;\nGFLOP/s = 3 x the definition's forward FLOPs "
       "(1x1 conv over all 1280 channels) / step time\n");
   bench::print_openblas_coretype_note();
+  if (args.cpu_time) std::printf("times: the process's CPU time (--cpu-time), both sides\n");
   std::printf("\n");
   std::fflush(stdout);
 
@@ -242,7 +243,7 @@ int main(int argc, char** argv) {
     const AsppShape& s = shapes[i];
     const CheckResult check = check_fused_against_cat(s);
     all_ok = all_ok && check.ok();
-    const std::array<Timing, 2> ours = time_ours(s, warmup, iters);
+    const std::array<Timing, 2> ours = time_ours(s, warmup, iters, args.cpu_time);
     const Timing& fused = ours[0];
     const Timing& mat = ours[1];
     bench::PeerTiming torch;

@@ -3,7 +3,7 @@
 // (benchmarks/conv_peer.py, run through /usr/bin/python3 with the same shapes, thread count, warmup
 // and iterations).
 //
-// Usage: bench_conv [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]
+// Usage: bench_conv [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer] [--cpu-time]
 //
 // Design notes
 // - Times are medians over the iterations. One step is: forward, backward with a fixed upstream
@@ -26,17 +26,16 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_util.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
-#include "benchmarks/bench_util.h"
 
 using namespace seg;
 
 namespace {
 
 using bench::median;
-using bench::now_ms;
 
 struct Shape2d {
   std::string name;
@@ -73,7 +72,8 @@ struct Timing {
   double kernel_ms = 0.0;  // the four kernel calls of a step on preallocated buffers (ours only)
 };
 
-Timing time_ours(const Shape2d& sh, int warmup, int iters) {
+Timing time_ours(const Shape2d& sh, int warmup, int iters, bool cpu_time) {
+  auto tick = [cpu_time]() { return bench::clock_ms(cpu_time); };
   Generator gen(1);
   Tensor x = randn({sh.n, sh.c, sh.h, sh.w}, gen).set_requires_grad(true);
   Tensor weight =
@@ -97,16 +97,16 @@ Timing time_ours(const Shape2d& sh, int warmup, int iters) {
   for (int i = 0; i < warmup; ++i) step();
   std::vector<double> times, fwd;
   for (int i = 0; i < iters; ++i) {
-    const double t0 = now_ms();
+    const double t0 = tick();
     step();
-    times.push_back(now_ms() - t0);
+    times.push_back(tick() - t0);
   }
   {
     NoGradGuard no_grad;
     for (int i = 0; i < iters; ++i) {
-      const double t0 = now_ms();
+      const double t0 = tick();
       Tensor y = forward();
-      fwd.push_back(now_ms() - t0);
+      fwd.push_back(tick() - t0);
     }
   }
   // The kernels alone: what a step costs without the engine's allocations and autograd.
@@ -153,9 +153,9 @@ Timing time_ours(const Shape2d& sh, int warmup, int iters) {
   for (int i = 0; i < warmup; ++i) kernels();
   std::vector<double> kt;
   for (int i = 0; i < iters; ++i) {
-    const double t0 = now_ms();
+    const double t0 = tick();
     kernels();
-    kt.push_back(now_ms() - t0);
+    kt.push_back(tick() - t0);
   }
   return Timing{median(times), median(fwd), median(kt)};
 }
@@ -163,8 +163,8 @@ Timing time_ours(const Shape2d& sh, int warmup, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bench::CpuBenchArgs args =
-      bench::parse_cpu_bench_args(argc, argv, "bench_conv", std::string(SEG_SOURCE_DIR) + "/benchmarks/conv_peer.py");
+  const bench::CpuBenchArgs args = bench::parse_cpu_bench_args(
+      argc, argv, "bench_conv", std::string(SEG_SOURCE_DIR) + "/benchmarks/conv_peer.py");
   const int threads = args.threads, warmup = args.warmup, iters = args.iters;
 
   // name, transposed, n, c, h, w, k, r, s, stride, pad, dil, output_pad
@@ -179,13 +179,14 @@ int main(int argc, char** argv) {
       {"unet up 2x2 s2 128->64 @128x256", true, 1, 128, 128, 256, 64, 2, 2, 2, 0, 1, 0},
   };
 
-  std::printf("bench_conv: f32, CPU, %d threads (%s), warmup %d, %d iterations, median times\n", threads,
-              bench::cpu_threads_str().c_str(), warmup, iters);
+  std::printf("bench_conv: f32, CPU, %d threads (%s), warmup %d, %d iterations, median times\n",
+              threads, bench::cpu_threads_str().c_str(), warmup, iters);
   std::printf(
       "step = forward + backward (input, weight, bias gradients) through autograd; GFLOP/s = "
       "3 x forward FLOPs / step time;\nfwd = forward without grad; kern = the step's four "
       "kernel calls alone, on preallocated buffers (ours only)\n\n");
   bench::print_openblas_coretype_note();
+  if (args.cpu_time) std::printf("times: the process's CPU time (--cpu-time), both sides\n");
   std::fflush(stdout);
 
   // Shape by shape, ours then the peer's, so that a change in the machine's speed during the run
@@ -195,7 +196,7 @@ int main(int argc, char** argv) {
   double total_ours = 0.0, total_theirs = 0.0;
   for (size_t i = 0; i < shapes.size(); ++i) {
     const Shape2d& s = shapes[i];
-    const Timing ours = time_ours(s, warmup, iters);
+    const Timing ours = time_ours(s, warmup, iters, args.cpu_time);
     bench::PeerTiming theirs;
     if (peer_ok && !bench::run_layer_peer(args, s.spec(), theirs, info)) {
       peer_ok = false;
@@ -218,8 +219,8 @@ int main(int argc, char** argv) {
                 flops / ours.median_ms * 1e-6, ours.fwd_ms, ours.kernel_ms);
     total_ours += ours.median_ms;
     if (peer_ok) {
-      std::printf(" %9.1f %8.1f %9.1f %7.2f", theirs.step_ms, flops / theirs.step_ms * 1e-6, theirs.fwd_ms,
-                  theirs.step_ms / ours.median_ms);
+      std::printf(" %9.1f %8.1f %9.1f %7.2f", theirs.step_ms, flops / theirs.step_ms * 1e-6,
+                  theirs.fwd_ms, theirs.step_ms / ours.median_ms);
       total_theirs += theirs.step_ms;
     }
     std::printf("\n");

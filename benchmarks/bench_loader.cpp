@@ -153,8 +153,9 @@ Run run_ours(const Dataset& ds, int workers, int passes, int64_t batch) {
 // Runs the peer; false (with the reason) when it is missing or fails.
 bool run_peer(const std::string& script, const std::vector<std::pair<fs::path, fs::path>>& pairs,
               int factor, int workers, int passes, Run& out, std::string& info) {
-  std::vector<std::string> args = {"--factor", std::to_string(factor), "--workers", std::to_string(workers),
-                                   "--passes", std::to_string(passes)};
+  std::vector<std::string> args = {"--factor",  std::to_string(factor),
+                                   "--workers", std::to_string(workers),
+                                   "--passes",  std::to_string(passes)};
   for (const auto& [img, lbl] : pairs) args.push_back(img.string() + ":" + lbl.string());
   nlohmann::json j;
   if (!bench::run_peer_script(script, args, j, info)) return false;

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,6 +24,19 @@ namespace seg::bench {
 inline double now_ms() {
   using clock = std::chrono::steady_clock;
   return std::chrono::duration<double, std::milli>(clock::now().time_since_epoch()).count();
+}
+
+// Milliseconds of CPU time used by this process (all its threads).
+inline double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
+}
+
+// Wall-clock milliseconds, or with `cpu_time` the process's CPU time: with one thread on a shared
+// machine, time slices given to other processes then do not count.
+inline double clock_ms(bool cpu_time) {
+  return cpu_time ? process_cpu_ms() : now_ms();
 }
 
 // The median (the mean of the middle two for an even count); 0 for no values.
@@ -54,23 +69,17 @@ inline std::string shell_quote(const std::string& s) {
   return out;
 }
 
-// Runs `python script args...` and parses the last line of its output that starts with '{' as a
-// JSON object. False, with the reason in `info`, when the script is missing, cannot run, prints no
-// JSON, or reports {"error": ...}.
-inline bool run_peer_script(const std::string& script, const std::vector<std::string>& args,
-                            nlohmann::json& result, std::string& info) {
-  if (!std::filesystem::exists(script)) {
-    info = "peer script " + script + " not found";
-    return false;
-  }
-  const std::string python = peer_python();
-  std::string cmd = shell_quote(python);
-  cmd.append(" ").append(shell_quote(script));
-  for (const std::string& a : args) cmd.append(" ").append(shell_quote(a));
+// Runs the command `argv` (through the shell, each word quoted) and parses the last line of its
+// output that starts with '{' as a JSON object. False, with the reason in `info`, when it cannot
+// run, prints no JSON, or reports {"error": ...}.
+inline bool run_json_command(const std::vector<std::string>& argv, nlohmann::json& result,
+                             std::string& info) {
+  std::string cmd;
+  for (const std::string& a : argv) cmd.append(cmd.empty() ? "" : " ").append(shell_quote(a));
   cmd.append(" 2>&1");
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) {
-    info = "could not start " + python;
+    info = "could not start " + (argv.empty() ? std::string("(nothing)") : argv[0]);
     return false;
   }
   std::string out;
@@ -88,7 +97,9 @@ inline bool run_peer_script(const std::string& script, const std::vector<std::st
   }
   result = nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
   if (last.empty() || result.is_discarded() || !result.is_object()) {
-    info = python + " " + script + " printed no JSON (exit status " + std::to_string(status) +
+    std::string words;
+    for (size_t i = 0; i < argv.size() && i < 2; ++i) words.append(i ? " " : "").append(argv[i]);
+    info = words + " printed no JSON (exit status " + std::to_string(status) +
            "): " + out.substr(0, 300);
     return false;
   }
@@ -100,13 +111,69 @@ inline bool run_peer_script(const std::string& script, const std::vector<std::st
   return true;
 }
 
+// Runs `python script args...` (peer_python()) through run_json_command. False, with the reason in
+// `info`, when the script is missing, cannot run, prints no JSON, or reports {"error": ...}.
+inline bool run_peer_script(const std::string& script, const std::vector<std::string>& args,
+                            nlohmann::json& result, std::string& info) {
+  if (!std::filesystem::exists(script)) {
+    info = "peer script " + script + " not found";
+    return false;
+  }
+  std::vector<std::string> argv{peer_python(), script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_json_command(argv, result, info);
+}
+
+// Bytes of a "Vm..." field of /proc/self/status (VmRSS: resident now; VmHWM: the resident peak);
+// 0 where it cannot be read.
+inline size_t proc_status_bytes(const char* field) {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  size_t kib = 0;
+  const size_t len = std::strlen(field);
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, field, len) == 0 && line[len] == ':') {
+      kib = static_cast<size_t>(std::strtoull(line + len + 1, nullptr, 10));
+      break;
+    }
+  }
+  std::fclose(f);
+  return kib * 1024;
+}
+
+// Resets VmHWM to the current resident set (Linux: "5" to /proc/self/clear_refs). False when the
+// kernel does not allow it (the peak then covers the whole process).
+inline bool reset_peak_rss() {
+  FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+// The 1-, 5- and 15-minute load averages, "2.10 1.80 1.50" ("?" where unreadable).
+inline std::string load_average() {
+  FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return "?";
+  double a = 0, b = 0, c = 0;
+  const int got = std::fscanf(f, "%lf %lf %lf", &a, &b, &c);
+  std::fclose(f);
+  if (got != 3) return "?";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.2f %.2f %.2f", a, b, c);
+  return buf;
+}
+
 // The command line of the CPU layer benchmarks:
-//   NAME [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]
-// Bad input prints the usage and exits with status 2. The thread count (default: OpenMP's current
-// maximum) is set for OpenMP and OpenBLAS here, and the peer gets it through torch.set_num_threads.
+//   NAME [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer] [--cpu-time]
+// Bad input prints the usage and exits with status 2. --cpu-time times with the process's CPU
+// time instead of the wall clock (both sides; meaningful with --threads 1 on a loaded machine). The
+// thread count (default: OpenMP's current maximum) is set for OpenMP and OpenBLAS here, and the
+// peer gets it through torch.set_num_threads.
 struct CpuBenchArgs {
   int threads = 1, warmup = 2, iters = 10;
   bool use_peer = true;
+  bool cpu_time = false;
   std::string peer;
 };
 
@@ -117,7 +184,8 @@ inline CpuBenchArgs parse_cpu_bench_args(int argc, char** argv, const char* name
   a.peer = default_peer;
   auto usage = [&]() {
     std::fprintf(stderr,
-                 "usage: %s [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer]\n",
+                 "usage: %s [--threads N] [--warmup W] [--iters I] [--peer PATH] [--no-peer] "
+                 "[--cpu-time]\n",
                  name);
     std::exit(2);
   };
@@ -138,6 +206,8 @@ inline CpuBenchArgs parse_cpu_bench_args(int argc, char** argv, const char* name
         a.peer = next();
       } else if (opt == "--no-peer") {
         a.use_peer = false;
+      } else if (opt == "--cpu-time") {
+        a.cpu_time = true;
       } else {
         usage();
       }
@@ -181,10 +251,12 @@ struct PeerTiming {
 inline bool run_layer_peer(const CpuBenchArgs& args, const std::string& spec, PeerTiming& out,
                            std::string& info) {
   nlohmann::json j;
-  if (!run_peer_script(args.peer,
-                       {"--threads", std::to_string(args.threads), "--warmup",
-                        std::to_string(args.warmup), "--iters", std::to_string(args.iters), spec},
-                       j, info)) {
+  std::vector<std::string> peer_args{"--threads", std::to_string(args.threads),
+                                     "--warmup",  std::to_string(args.warmup),
+                                     "--iters",   std::to_string(args.iters)};
+  if (args.cpu_time) peer_args.push_back("--cpu-time");
+  peer_args.push_back(spec);
+  if (!run_peer_script(args.peer, peer_args, j, info)) {
     return false;
   }
   const nlohmann::json& results = j["results"];

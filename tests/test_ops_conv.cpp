@@ -16,10 +16,6 @@
 using namespace seg;
 using json = nlohmann::json;
 
-// OpenBLAS's threading: 0 sequential, 1 pthreads, 2 OpenMP (cblas.h is not on the tests' include
-// path; the library is linked through seg_kernels).
-extern "C" int openblas_get_parallel(void);
-
 namespace {
 
 // f64 against f64 computed in another summation order (PyTorch, or the direct loops below): sums
@@ -267,34 +263,31 @@ TEST_CASE("conv2d: large images take the row-chunked path and match the direct l
 }
 
 TEST_CASE("conv2d: results do not depend on the OpenMP thread count") {
-  // Our loops (im2col, col2im, bias) partition work so that every value is computed in a fixed
-  // order. The GEMMs are OpenBLAS's: its pthread build keeps its own thread count, so the results
-  // must be identical bit for bit; its OpenMP build follows omp_set_num_threads and reorders its
-  // own sums with it, so there only the bias gradient (no GEMM) must be identical and the rest
-  // equal within f32 rounding.
-  Generator gen(5);
-  Tensor x = randn({2, 8, 64, 64}, gen);
-  Tensor w = randn({16, 8, 3, 3}, gen);
-  Tensor b = randn({16}, gen);
-  Tensor gy = randn({2, 16, 32, 32}, gen);
-  auto run = [&](int threads) {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
-    Tensor xr = x.detach().set_requires_grad(true), wr = w.detach().set_requires_grad(true),
-           br = b.detach().set_requires_grad(true);
-    Tensor y = conv2d(xr, wr, br, Conv2dOptions::make(2, 1));
-    y.backward(gy);
-    omp_set_num_threads(saved);
-    return std::vector<Tensor>{y, xr.grad(), wr.grad(), br.grad()};
-  };
-  const std::vector<Tensor> one = run(1), two = run(2);
-  const bool blas_follows_openmp = openblas_get_parallel() == 2;
-  for (size_t i = 0; i < one.size(); ++i) {
-    CAPTURE(i);
-    if (blas_follows_openmp && i < 3) {
-      CHECK(max_rel_diff(to_vector<double>(one[i]), to_vector<double>(two[i])) < kF32Tolerance);
-    } else {
+  // f32: our loops (padding, im2col, col2im, bias) partition work so that every value is computed
+  // in a fixed order, and so does our GEMM (kernels/cpu/sgemm.h): results must be identical bit
+  // for bit. Stride 2 takes the column-matrix path, stride 1 the padded-image path.
+  for (int64_t stride : {2, 1}) {
+    CAPTURE(stride);
+    Generator gen(5);
+    Tensor x = randn({2, 8, 64, 64}, gen);
+    Tensor w = randn({16, 8, 3, 3}, gen);
+    Tensor b = randn({16}, gen);
+    Tensor gy = randn({2, 16, 64 / stride, 64 / stride}, gen);
+    auto run = [&](int threads) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      Tensor xr = x.detach().set_requires_grad(true), wr = w.detach().set_requires_grad(true),
+             br = b.detach().set_requires_grad(true);
+      Tensor y = conv2d(xr, wr, br, Conv2dOptions::make(stride, 1));
+      y.backward(gy);
+      omp_set_num_threads(saved);
+      return std::vector<Tensor>{y, xr.grad(), wr.grad(), br.grad()};
+    };
+    const std::vector<Tensor> one = run(1), two = run(2), three = run(3);
+    for (size_t i = 0; i < one.size(); ++i) {
+      CAPTURE(i);
       CHECK(to_vector<float>(one[i]) == to_vector<float>(two[i]));
+      CHECK(to_vector<float>(one[i]) == to_vector<float>(three[i]));
     }
   }
 }

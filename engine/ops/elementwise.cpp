@@ -8,12 +8,15 @@ namespace seg {
 
 namespace {
 
-// Which tensors the backward of a unary op reads.
+// Which tensors the backward of a unary op reads. relu keeps its output, not its input: the input
+// (typically a batch norm's output, which nothing else keeps) can then be freed as soon as the
+// forward has moved on, as with PyTorch's in-place ReLU.
 bool backward_reads_x(UnaryOp op) {
-  return op == UnaryOp::relu || op == UnaryOp::abs || op == UnaryOp::log || op == UnaryOp::pow_scalar;
+  return op == UnaryOp::abs || op == UnaryOp::log || op == UnaryOp::pow_scalar;
 }
 bool backward_reads_y(UnaryOp op) {
-  return op == UnaryOp::exp || op == UnaryOp::sqrt || op == UnaryOp::tanh || op == UnaryOp::sigmoid;
+  return op == UnaryOp::relu || op == UnaryOp::exp || op == UnaryOp::sqrt || op == UnaryOp::tanh ||
+         op == UnaryOp::sigmoid;
 }
 
 template <OpId id>

@@ -154,12 +154,13 @@ SEG_HD T unary_forward(UnaryOp op, T x, T alpha) {
   return x;
 }
 
-// d f / d x at x (with y = f(x)), times gy. relu'(0) = 0 and abs'(0) = 0, as in PyTorch.
+// d f / d x at x (with y = f(x)), times gy. relu'(0) = 0 and abs'(0) = 0, as in PyTorch. relu
+// reads whichever of x and y its caller saved (the other given as 0): y > 0 exactly when x > 0.
 template <class T>
 SEG_HD T unary_backward(UnaryOp op, T x, T y, T gy, T alpha) {
   switch (op) {
     case UnaryOp::neg: return -gy;
-    case UnaryOp::relu: return x > T(0) ? gy : T(0);
+    case UnaryOp::relu: return x > T(0) || y > T(0) ? gy : T(0);
     case UnaryOp::abs: return x > T(0) ? gy : (x < T(0) ? -gy : T(0));
     case UnaryOp::exp: return gy * y;
     case UnaryOp::log: return gy / x;

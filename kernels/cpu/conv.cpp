@@ -1,7 +1,15 @@
-// CPU 2-D convolution (groups 1): im2col + OpenBLAS GEMM, one image at a time.
+// CPU 2-D convolution (groups 1) as GEMMs, one image at a time.
 //
 // Design notes
-// - Per image n, per chunk of output rows [p0, p1):
+// - Stride-1 convolutions in f32 (UNet's and the ASPP's 3x3s, dilated or not) run over a
+//   zero-padded copy of the input (see "stride-1 convolutions over a zero-padded input" below):
+//     forward          y_n = W (k, c*r*s) @ columns of the padded x_n, read in place, + bias
+//     backward_input   gx_n = the forward of gy_n with W rotated by 180 degrees and c, k exchanged
+//                      (when the weight is small beside the activations; else as below)
+//     backward_weight  gW^T (c*r*s, k) = columns of the padded x_n @ gy_n^T, summed, transposed
+//   No column matrix is materialised: the GEMM reads the padded image's rows through pointers.
+// - Other convolutions (strides, f64 for the gradient checks), per image n and chunk of output
+//   rows [p0, p1):
 //     forward          col (c*r*s, rows*q) = im2col(x_n);  y_n[:, rows] = W (k, c*r*s) @ col
 //     backward_input   gcol = W^T @ gy_n[:, rows];         gx_n += col2im(gcol)
 //     backward_weight  col = im2col(x_n);                  gW += gy_n[:, rows] @ col^T
@@ -10,22 +18,27 @@
 //   otherwise need 1.2 GB per image) while leaving the GEMM thousands of columns to work on.
 // - A 1x1 conv with stride 1 and no padding needs no im2col: its input image already is the column
 //   matrix, so the GEMMs read x and write gx directly.
-// - Threads: the GEMMs run outside OpenMP regions with OpenBLAS's own threads. im2col, col2im and
-//   the bias loops use OpenMP (parallel_for) only when OpenBLAS itself is built on OpenMP, so that
-//   one thread pool serves both. With the pthread build of OpenBLAS (Debian's default), its worker
-//   threads keep spinning for ~0.1 s after each GEMM and an OpenMP region between two GEMMs fights
-//   them for the cores: measured on 2 cores, conv steps ran 2-6x slower than with these loops on
-//   the calling thread; with the OpenMP build, parallel loops are 20-25% faster than serial ones.
-// - Nothing races: im2col writes disjoint rows, col2im gives each thread whole channels of gx (a
-//   channel only receives from its own column rows), the weight gradient sums images and chunks in
-//   a fixed order through the GEMM's beta, and the bias gradient gives each thread whole channels.
-//   Results do not depend on the thread count.
+// - f32 GEMMs are our own (kernels/cpu/sgemm.h: AVX-512 or AVX2 micro-kernels chosen by the CPU's
+//   features, so OPENBLAS_CORETYPE does not slow them); f64 GEMMs are OpenBLAS's.
+// - Threads: the GEMMs run outside OpenMP regions and use the OpenMP threads themselves (ours) or
+//   OpenBLAS's. Padding, im2col, col2im and the bias loops use OpenMP (parallel_for) only when
+//   OpenBLAS itself is built on OpenMP, so that one thread pool serves both. With the pthread
+//   build of OpenBLAS (Debian's default), its worker threads keep spinning for ~0.1 s after each
+//   GEMM and an OpenMP region between two GEMMs fights them for the cores: measured on 2 cores,
+//   conv steps ran 2-6x slower than with these loops on the calling thread; with the OpenMP
+//   build, parallel loops are 20-25% faster than serial ones.
+// - Nothing races: im2col and padding write disjoint rows, col2im gives each thread whole channels
+//   of gx (a channel only receives from its own column rows), the weight gradient sums images and
+//   chunks in a fixed order through the GEMM's beta, and the bias gradient gives each thread whole
+//   channels; our GEMM sums every output in a fixed order. f32 results do not depend on the
+//   thread count.
 // - The bias is written into y's chunk just before its GEMM, which then runs with beta = 1: that
-//   costs nothing, since OpenBLAS with beta = 0 clears C in a pass of its own, and the chunk is
-//   still in cache when the GEMM adds to it. Likewise col2im sets each row of gx (to the bias of
-//   a transposed conv, or zero) just before the first chunk that adds to it.
+//   costs nothing, since the chunk is still in cache when the GEMM adds to it. Likewise col2im
+//   sets each row of gx (to the bias of a transposed conv, or zero) just before the first chunk
+//   that adds to it. The padded path adds the bias in the GEMM's epilogue.
 // - Kernels use the p and q of the shape (not the formula): conv_transpose2d with output_padding
-//   describes an input larger than the outputs cover; uncovered input positions get zero gradient.
+//   describes an input larger than the outputs cover; uncovered input positions get zero gradient
+//   (such shapes take the column-matrix path).
 #include <cblas.h>
 
 #include <algorithm>
@@ -33,9 +46,15 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/common/registry.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace seg::cpu {
 namespace {
@@ -46,12 +65,12 @@ namespace {
 // within noise of each other, 2 MiB 5-15% slower, whole images (no chunks) slower for large images.
 constexpr int64_t kColumnBudgetBytes = int64_t{8} << 20;
 
+// f32: our own GEMM (kernels/cpu/sgemm.h), whatever kernels OpenBLAS would pick; f64 (gradient
+// checks): OpenBLAS.
 inline void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                       float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+  sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 inline void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
@@ -196,14 +215,157 @@ void fill_rows(bool par, T* out, int64_t rows, int64_t cols, int64_t ld, const T
        });
 }
 
-template <class T>
-void forward_typed(const Conv2dShape& s, const View& xv, const View& wv, const View& bv,
-                   const View& yv) {
+// ---- stride-1 convolutions over a zero-padded input (f32) ----
+//
+// With stride 1, row (ci, ki, kj) of the column matrix is, on an output grid as wide as the padded
+// input (wp = w + 2 pad_w; the last wp - q columns of each grid row are not outputs), one
+// contiguous run of the zero-padded image: xp[ci] + ki * dil_h * wp + kj * dil_w. The GEMMs read
+// that operand in place through row pointers (GemmOperand::row_pointers; the forward skips the
+// non-output columns through the operand's segments, the weight gradient multiplies them by
+// zeros): no column matrix is written and read back, and no edge cases remain in the inner loops.
+// Work goes in chunks of output rows whose padded input (and gy copy) fit kPaddedBudgetBytes.
+
+constexpr int64_t kPaddedBudgetBytes = int64_t{16} << 20;
+
+// Whether s is a stride-1 convolution whose output is the full (h + 2 pad - dil * (r - 1)) x
+// (w + ...) grid (a transposed convolution with output padding describes a smaller one).
+bool padded_path_applies(const Conv2dShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.p == s.h + 2 * s.pad_h - s.dil_h * (s.r - 1) &&
+         s.q == s.w + 2 * s.pad_w - s.dil_w * (s.s - 1) && s.p > 0 && s.q > 0;
+}
+
+// The chunk geometry of a padded-path convolution with `grid_channels` rows of a result on the
+// padded-width grid (the weight gradient's gy copy; 0 for the forward, which writes y directly).
+struct PaddedPlan {
+  int64_t wp, halo, rows;  // grid width, extra input rows per chunk, output rows per chunk
+  int64_t slack;           // zero floats after the padded input: the last row pointers' overrun
+};
+
+PaddedPlan padded_plan(const Conv2dShape& s, int64_t grid_channels) {
+  PaddedPlan pl;
+  pl.wp = s.w + 2 * s.pad_w;
+  pl.halo = s.dil_h * (s.r - 1);
+  pl.slack = s.dil_w * (s.s - 1);
+  const int64_t per_row = (s.c + grid_channels) * pl.wp * static_cast<int64_t>(sizeof(float));
+  const int64_t fixed = s.c * pl.halo * pl.wp * static_cast<int64_t>(sizeof(float));
+  pl.rows =
+      std::clamp<int64_t>((kPaddedBudgetBytes - fixed) / std::max<int64_t>(per_row, 1), 1, s.p);
+  return pl;
+}
+
+// xp (c, r1 - r0, wp) = input rows [r0, r1) of one image x (c, h, w) (rows outside [0, h) zero),
+// each with pad_w zero columns in front and wp - w - pad_w behind.
+void pad_rows(bool par, const float* x, const Conv2dShape& s, int64_t r0, int64_t r1, int64_t wp,
+              float* xp) {
+  const int64_t hc = r1 - r0;
+  loop(par, s.c * hc, std::max<int64_t>(1, kParallelGrain / wp), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t ci = t / hc, ih = r0 + t % hc;
+      float* dst = xp + t * wp;
+      if (ih < 0 || ih >= s.h) {
+        std::fill(dst, dst + wp, 0.0f);
+        continue;
+      }
+      const float* src = x + (ci * s.h + ih) * s.w;
+      std::fill(dst, dst + s.pad_w, 0.0f);
+      std::copy(src, src + s.w, dst + s.pad_w);
+      std::fill(dst + s.pad_w + s.w, dst + wp, 0.0f);
+    }
+  });
+}
+
+// Row pointers of the column matrix over the padded chunk xp (c, hc, wp): row (ci, ki, kj).
+void column_rows(const Conv2dShape& s, const float* xp, int64_t hc, int64_t wp,
+                 const float** rows) {
+  for (int64_t ci = 0; ci < s.c; ++ci) {
+    for (int64_t ki = 0; ki < s.r; ++ki) {
+      for (int64_t kj = 0; kj < s.s; ++kj) {
+        *rows++ = xp + (ci * hc + ki * s.dil_h) * wp + kj * s.dil_w;
+      }
+    }
+  }
+}
+
+// y = conv(x, w) + bias, stride 1, over the padded input (padded_path_applies(s)): the GEMM reads
+// the column matrix's rows in place, in segments of q columns (one output row each, skipping the
+// padded row's last wp - q columns), and writes y directly with the bias added.
+void padded_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias,
+                    float* y) {
   const bool par = loops_in_parallel();
-  const T* x = xv.ptr<const T>();
-  const T* w = wv.ptr<const T>();
-  const T* bias = bv.defined() ? bv.ptr<const T>() : nullptr;
-  T* y = yv.ptr<T>();
+  const PaddedPlan pl = padded_plan(s, 0);
+  const int64_t chw = s.c * s.h * s.w, pq = s.p * s.q, crs = s.c * s.r * s.s;
+  auto xp = scratch<float>(s.c * (pl.rows + pl.halo) * pl.wp);  // (c, rows + halo, wp)
+  auto rows = std::make_unique<const float*[]>(static_cast<size_t>(crs));
+  for (int64_t i = 0; i < s.n; ++i) {
+    for (int64_t p0 = 0; p0 < s.p; p0 += pl.rows) {
+      const int64_t p1 = std::min(s.p, p0 + pl.rows), hc = p1 - p0 + pl.halo;
+      pad_rows(par, x + i * chw, s, p0 - s.pad_h, p0 - s.pad_h + hc, pl.wp, xp.get());
+      column_rows(s, xp.get(), hc, pl.wp, rows.get());
+      // y_i[:, rows p0..p1) (k, (p1-p0)*q) = W (k, c*r*s) @ columns (c*r*s, (p1-p0)*q) + bias
+      sgemm_ex(s.k, (p1 - p0) * s.q, crs, 1.0f, GemmOperand::matrix(w, crs),
+               GemmOperand::row_pointers(rows.get(), s.q, pl.wp - s.q), 0.0f,
+               y + i * s.k * pq + p0 * s.q, pq, bias);
+    }
+  }
+}
+
+// gw = d conv / d w applied to gy, stride 1, through the padded grid: gw^T (c*r*s, k) = columns
+// (c*r*s, grid) @ gy on the grid^T (grid, k), zero on the grid's non-output columns, summed over
+// chunks and images; then transposed into gw (k, c*r*s).
+void padded_backward_weight(const Conv2dShape& s, const float* x, const float* gy, float* gw) {
+  const bool par = loops_in_parallel();
+  const PaddedPlan pl = padded_plan(s, s.k);
+  const int64_t chw = s.c * s.h * s.w, pq = s.p * s.q, crs = s.c * s.r * s.s;
+  auto xp = scratch<float>(s.c * (pl.rows + pl.halo) * pl.wp + pl.slack);  // (c, rows+halo, wp)
+  auto gyp = scratch<float>(s.k * pl.rows * pl.wp);                        // (k, rows * wp)
+  auto gwt = scratch<float>(crs * s.k);                                    // (c*r*s, k)
+  auto rows = std::make_unique<const float*[]>(static_cast<size_t>(crs));
+  bool first = true;
+  for (int64_t i = 0; i < s.n; ++i) {
+    for (int64_t p0 = 0; p0 < s.p; p0 += pl.rows) {
+      const int64_t p1 = std::min(s.p, p0 + pl.rows), hc = p1 - p0 + pl.halo;
+      const int64_t cols = (p1 - p0) * pl.wp;
+      pad_rows(par, x + i * chw, s, p0 - s.pad_h, p0 - s.pad_h + hc, pl.wp, xp.get());
+      std::fill(xp.get() + s.c * hc * pl.wp, xp.get() + s.c * hc * pl.wp + pl.slack, 0.0f);
+      column_rows(s, xp.get(), hc, pl.wp, rows.get());
+      // The grid's non-output columns read past a row's end into the next (or, at the very end,
+      // into the slack): gy is zero there, so they add nothing (for finite x: 0 * inf is NaN).
+      const float* gyi = gy + i * s.k * pq + p0 * s.q;
+      loop(par, s.k * (p1 - p0), std::max<int64_t>(1, kParallelGrain / pl.wp),
+           [&](int64_t begin, int64_t end) {
+             for (int64_t t = begin; t < end; ++t) {
+               const int64_t kk = t / (p1 - p0), ph = t % (p1 - p0);
+               const float* src = gyi + kk * pq + ph * s.q;
+               float* dst = gyp.get() + kk * cols + ph * pl.wp;
+               std::copy(src, src + s.q, dst);
+               std::fill(dst + s.q, dst + pl.wp, 0.0f);
+             }
+           });
+      // gw^T (c*r*s, k) (+)= columns (c*r*s, cols) @ gyp^T (cols, k)
+      sgemm_ex(crs, s.k, cols, 1.0f, GemmOperand::row_pointers(rows.get()),
+               GemmOperand::matrix(gyp.get(), cols, /*trans=*/true), first ? 0.0f : 1.0f, gwt.get(),
+               s.k);
+      first = false;
+    }
+  }
+  // gw (k, c*r*s) = gw^T transposed, in blocks that stay in cache
+  constexpr int64_t kBlock = 32;
+  loop(par, (s.k + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t kb = begin * kBlock; kb < std::min(s.k, end * kBlock); kb += kBlock) {
+      for (int64_t jb = 0; jb < crs; jb += kBlock) {
+        for (int64_t kk = kb; kk < std::min(s.k, kb + kBlock); ++kk) {
+          for (int64_t j = jb; j < std::min(crs, jb + kBlock); ++j)
+            gw[kk * crs + j] = gwt[j * s.k + kk];
+        }
+      }
+    }
+  });
+}
+
+// y = conv(x, w) + bias for contiguous NCHW pointers (see Conv2dKernels::forward).
+template <class T>
+void forward_impl(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const bool par = loops_in_parallel();
   const int64_t chw = s.c * s.h * s.w, pq = s.p * s.q, kpq = s.k * pq, crs = s.c * s.r * s.s;
   if (s.n == 0 || kpq == 0) return;
   if (crs == 0 || is_pointwise(s)) {
@@ -213,6 +375,12 @@ void forward_typed(const Conv2dShape& s, const View& xv, const View& wv, const V
       blas_gemm(false, false, s.k, pq, s.c, T(1), w, s.c, x + i * chw, pq, T(1), y + i * kpq, pq);
     }
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (padded_path_applies(s)) {
+      padded_forward(s, x, w, bias, y);
+      return;
+    }
   }
   const int64_t rpc = chunk_rows(s, sizeof(T));
   auto col = scratch<T>(crs * rpc * s.q);  // (c*r*s, rows*q)
@@ -228,6 +396,56 @@ void forward_typed(const Conv2dShape& s, const View& xv, const View& wv, const V
 }
 
 template <class T>
+void forward_typed(const Conv2dShape& s, const View& xv, const View& wv, const View& bv,
+                   const View& yv) {
+  forward_impl<T>(s, xv.ptr<const T>(), wv.ptr<const T>(),
+                  bv.defined() ? bv.ptr<const T>() : nullptr, yv.ptr<T>());
+}
+
+// For stride 1, the input gradient is itself a convolution: gx = conv(gy, W'), W' (c, k, r, s)
+// the weight with input and output channels exchanged and the kernel rotated by 180 degrees,
+// padding dil * (kernel - 1) - pad. The shape of that convolution, when it applies (stride 1,
+// padding at most dil * (kernel - 1), and p, q the full output of h, w).
+bool gradient_as_conv(const Conv2dShape& s, Conv2dShape& g) {
+  if (s.stride_h != 1 || s.stride_w != 1) return false;
+  const int64_t pad_h = s.dil_h * (s.r - 1) - s.pad_h, pad_w = s.dil_w * (s.s - 1) - s.pad_w;
+  if (pad_h < 0 || pad_w < 0) return false;
+  if (s.p != s.h + 2 * s.pad_h - s.dil_h * (s.r - 1) ||
+      s.q != s.w + 2 * s.pad_w - s.dil_w * (s.s - 1)) {
+    return false;
+  }
+  g = s;
+  g.c = s.k;
+  g.h = s.p;
+  g.w = s.q;
+  g.k = s.c;
+  g.p = s.h;
+  g.q = s.w;
+  g.pad_h = pad_h;
+  g.pad_w = pad_w;
+  return true;
+}
+
+// W' (c, k, r, s) from W (k, c, r, s): W'[ci][kk][a][b] = W[kk][ci][r-1-a][s-1-b], in square
+// blocks of channels so that reads and writes both stay in cache.
+template <class T>
+void rotate_weight(const Conv2dShape& s, const T* w, T* out) {
+  constexpr int64_t kBlock = 16;
+  const int64_t rs = s.r * s.s;
+  for (int64_t cb = 0; cb < s.c; cb += kBlock) {
+    for (int64_t kb = 0; kb < s.k; kb += kBlock) {
+      for (int64_t ci = cb; ci < std::min(s.c, cb + kBlock); ++ci) {
+        for (int64_t kk = kb; kk < std::min(s.k, kb + kBlock); ++kk) {
+          const T* src = w + (kk * s.c + ci) * rs;
+          T* dst = out + (ci * s.k + kk) * rs;
+          for (int64_t t = 0; t < rs; ++t) dst[t] = src[rs - 1 - t];
+        }
+      }
+    }
+  }
+}
+
+template <class T>
 void backward_input_typed(const Conv2dShape& s, const View& gyv, const View& wv, const View& bv,
                           const View& gxv) {
   const bool par = loops_in_parallel();
@@ -238,6 +456,18 @@ void backward_input_typed(const Conv2dShape& s, const View& gyv, const View& wv,
   const int64_t hw = s.h * s.w, chw = s.c * hw, pq = s.p * s.q, kpq = s.k * pq,
                 crs = s.c * s.r * s.s;
   if (s.n == 0 || chw == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    Conv2dShape g;
+    // Rotating the weight costs k*c*r*s moves, col2im about n*c*r*s*p*q: the rotation pays when
+    // the weight is small beside the activations (not in the deepest, low-resolution layers).
+    if (s.k > 0 && pq > 0 && !is_pointwise(s) && s.k <= s.n * pq && gradient_as_conv(s, g) &&
+        padded_path_applies(g)) {
+      auto rotated = scratch<T>(s.k * crs);  // (c, k, r, s)
+      rotate_weight(s, w, rotated.get());
+      padded_forward(g, gy, rotated.get(), bias, gx);
+      return;
+    }
+  }
   if (s.k == 0 || pq == 0) {  // nothing flows back: the bias (or zeros) only
     for (int64_t i = 0; i < s.n; ++i) fill_rows(par, gx + i * chw, s.c, hw, hw, bias);
     return;
@@ -283,6 +513,14 @@ void backward_weight_typed(const Conv2dShape& s, const View& xv, const View& gyv
   if (s.n == 0 || pq == 0) {
     fill_rows<T>(par, gw, s.k, crs, crs, nullptr);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    // The result is transposed at the end (k*c*r*s moves): worth it unless the weight is large
+    // beside the activations (the deepest, low-resolution layers).
+    if (!is_pointwise(s) && s.k <= s.n * pq && padded_path_applies(s)) {
+      padded_backward_weight(s, x, gy, gw);
+      return;
+    }
   }
   if (is_pointwise(s)) {
     for (int64_t i = 0; i < s.n; ++i) {

@@ -53,29 +53,68 @@ inline f16_t store_from_f64<f16_t>(double v) {
 }
 
 // Runs `body` with T bound to the C++ type of `dtype`.
-#define SEG_CPU_DISPATCH_ALL(dtype, kernel, T, ...)        \
-  switch (dtype) {                                         \
-    case ::seg::DType::f32: { using T = float; __VA_ARGS__; break; }              \
-    case ::seg::DType::f64: { using T = double; __VA_ARGS__; break; }             \
-    case ::seg::DType::bf16: { using T = ::seg::cpu::bf16_t; __VA_ARGS__; break; } \
-    case ::seg::DType::f16: { using T = ::seg::cpu::f16_t; __VA_ARGS__; break; }   \
-    case ::seg::DType::i32: { using T = int32_t; __VA_ARGS__; break; }            \
-    case ::seg::DType::i64: { using T = int64_t; __VA_ARGS__; break; }            \
-    case ::seg::DType::u8: { using T = uint8_t; __VA_ARGS__; break; }             \
+#define SEG_CPU_DISPATCH_ALL(dtype, kernel, T, ...) \
+  switch (dtype) {                                  \
+    case ::seg::DType::f32: {                       \
+      using T = float;                              \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
+    case ::seg::DType::f64: {                       \
+      using T = double;                             \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
+    case ::seg::DType::bf16: {                      \
+      using T = ::seg::cpu::bf16_t;                 \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
+    case ::seg::DType::f16: {                       \
+      using T = ::seg::cpu::f16_t;                  \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
+    case ::seg::DType::i32: {                       \
+      using T = int32_t;                            \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
+    case ::seg::DType::i64: {                       \
+      using T = int64_t;                            \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
+    case ::seg::DType::u8: {                        \
+      using T = uint8_t;                            \
+      __VA_ARGS__;                                  \
+      break;                                        \
+    }                                               \
   }
 
 // f32 and f64 only: the dtypes the CPU computes in.
-#define SEG_CPU_DISPATCH_FLOAT(dtype, kernel, T, ...)                              \
-  switch (dtype) {                                                                 \
-    case ::seg::DType::f32: { using T = float; __VA_ARGS__; break; }                \
-    case ::seg::DType::f64: { using T = double; __VA_ARGS__; break; }               \
-    default: ::seg::cpu::unsupported_dtype(kernel, dtype);                         \
+#define SEG_CPU_DISPATCH_FLOAT(dtype, kernel, T, ...)      \
+  switch (dtype) {                                         \
+    case ::seg::DType::f32: {                              \
+      using T = float;                                     \
+      __VA_ARGS__;                                         \
+      break;                                               \
+    }                                                      \
+    case ::seg::DType::f64: {                              \
+      using T = double;                                    \
+      __VA_ARGS__;                                         \
+      break;                                               \
+    }                                                      \
+    default: ::seg::cpu::unsupported_dtype(kernel, dtype); \
   }
 
 // Work below this many elements runs on one thread: the OpenMP fork costs more than it saves.
 constexpr int64_t kParallelGrain = 32768;
 
-// for (i in [0, n)) body(begin, end) over contiguous chunks, in parallel when n is large.
+// for (i in [0, n)) body(begin, end) over contiguous chunks of `grain`, in parallel when n is
+// large. Chunks are handed out dynamically: on a shared machine a thread that loses its core for
+// a time slice then delays only its current chunk, not a fixed half of the work. Which thread runs
+// a chunk never changes what it computes.
 template <class F>
 inline void parallel_for(int64_t n, int64_t grain, F&& body) {
   if (n <= 0) return;
@@ -84,7 +123,7 @@ inline void parallel_for(int64_t n, int64_t grain, F&& body) {
     return;
   }
   int64_t chunks = (n + grain - 1) / grain;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t c = 0; c < chunks; ++c) {
     int64_t begin = c * grain;
     body(begin, std::min(n, begin + grain));

@@ -1,9 +1,10 @@
-// CPU GEMM: OpenBLAS cblas_sgemm / cblas_dgemm, batched by a loop over the batch.
+// CPU GEMM: our own sgemm (kernels/cpu/sgemm.h) for f32, OpenBLAS's cblas_dgemm for f64, batched
+// by a loop over the batch.
 //
 // Design notes
 // - The loop is sequential and every call is made outside any OpenMP region: the GEMM threads are
-//   OpenBLAS's own (its pthread pool), and a product of OpenMP threads and OpenBLAS threads would
-//   oversubscribe the cores.
+//   the GEMM's own (OpenMP for ours, OpenBLAS's pool for dgemm), and nesting them in our own
+//   parallel loop would oversubscribe the cores.
 // - A batch with stride_c == 0 accumulates into one C (beta for the first product, 1 after), in
 //   batch order: deterministic, whatever the thread count.
 // - k == 0 is handled here (C = beta * C) rather than passed on: cblas rejects lda < 1 and the
@@ -16,14 +17,15 @@
 
 #include "kernels/common/registry.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/sgemm.h"
 
 namespace seg::cpu {
 namespace {
 
+// f32: our own GEMM (kernels/cpu/sgemm.h); f64: OpenBLAS.
 inline void blas_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
                       const float* b, int ldb, float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, alpha, a, lda, b, ldb, beta, c, ldc);
+  sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 inline void blas_gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda,

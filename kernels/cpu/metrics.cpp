@@ -24,8 +24,8 @@ namespace seg::cpu {
 namespace {
 
 template <class T>
-void accumulate_typed(const ConfusionShape& s, const T* x, const int32_t* labels, int64_t* confusion,
-                      int32_t* bad_count) {
+void accumulate_typed(const ConfusionShape& s, const T* x, const int32_t* labels,
+                      int64_t* confusion, int32_t* bad_count) {
   const int64_t c = s.c, lh = s.label_h, lw = s.label_w;
   const int64_t plane = s.h * s.w;
   const bool resize = s.h != lh || s.w != lw;
@@ -97,7 +97,8 @@ void accumulate_typed(const ConfusionShape& s, const T* x, const int32_t* labels
     std::lock_guard<std::mutex> lock(merge);
     for (int64_t b = 0; b < c * c; ++b) confusion[b] += hist[static_cast<size_t>(b)];
     const int64_t total = static_cast<int64_t>(*bad_count) + bad;
-    *bad_count = static_cast<int32_t>(std::min<int64_t>(total, std::numeric_limits<int32_t>::max()));
+    *bad_count =
+        static_cast<int32_t>(std::min<int64_t>(total, std::numeric_limits<int32_t>::max()));
   });
 }
 

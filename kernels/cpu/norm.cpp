@@ -8,11 +8,11 @@
 //   the loop vectorises (the lanes are added in a fixed order). The variance takes two passes: the
 //   mean first, then squared deviations from it, so a large common offset costs no precision.
 // - The elementwise passes run in the tensor's dtype with per-channel constants rounded once:
-//   y = ((x - mean_hi) - mean_lo) * scale + bias, scale = weight * invstd, where mean_hi is the mean
-//   rounded to T and mean_lo the rest. x - mean_hi is exact when x is near the mean, so y keeps its
-//   digits when |mean| >> std (PyTorch's x * scale + (bias - mean * scale) loses them in f32).
-//   The backward recovers the f64 mean from x the same way (one more sum in its reduction pass)
-//   because the saved mean is rounded to T.
+//   y = ((x - mean_hi) - mean_lo) * scale + bias, scale = weight * invstd, where mean_hi is the
+//   mean rounded to T and mean_lo the rest. x - mean_hi is exact when x is near the mean, so y
+//   keeps its digits when |mean| >> std (PyTorch's x * scale + (bias - mean * scale) loses them in
+//   f32). The backward recovers the f64 mean from x the same way (one more sum in its reduction
+//   pass) because the saved mean is rounded to T.
 #include <array>
 #include <cmath>
 #include <vector>
@@ -103,9 +103,10 @@ double channel_mean(const BatchNormShape& s, const T* px, int64_t c) {
 }
 
 template <class T>
-void forward_train_typed(const BatchNormShape& s, const View& x, const View& weight, const View& bias,
-                         const View& running_mean, const View& running_var, double momentum,
-                         double eps, const View& y, const View& save_mean, const View& save_invstd) {
+void forward_train_typed(const BatchNormShape& s, const View& x, const View& weight,
+                         const View& bias, const View& running_mean, const View& running_var,
+                         double momentum, double eps, const View& y, const View& save_mean,
+                         const View& save_invstd) {
   const T* px = x.ptr<T>();
   const int64_t count = s.n * s.hw;  // values per channel
   ChannelAffine<T> k(s.c);
@@ -118,10 +119,11 @@ void forward_train_typed(const BatchNormShape& s, const View& x, const View& wei
   parallel_for(s.c, grain, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const double mean = channel_mean(s, px, c);
-      const double sq = count == 0 ? 0.0 : channel_sums<1>(s.n, s.c, s.hw, c, [px, mean](int64_t i, double* t) {
-        const double d = static_cast<double>(px[i]) - mean;
-        t[0] = d * d;
-      })[0];
+      const double sq =
+          count == 0 ? 0.0 : channel_sums<1>(s.n, s.c, s.hw, c, [px, mean](int64_t i, double* t) {
+            const double d = static_cast<double>(px[i]) - mean;
+            t[0] = d * d;
+          })[0];
       const double var = count > 0 ? sq / static_cast<double>(count) : 0.0;
       const double invstd = 1.0 / std::sqrt(var + eps);
       save_mean.ptr<T>()[c] = static_cast<T>(mean);
@@ -134,16 +136,17 @@ void forward_train_typed(const BatchNormShape& s, const View& x, const View& wei
         m = static_cast<T>(momentum * mean + (1.0 - momentum) * static_cast<double>(m));
         v = static_cast<T>(momentum * unbiased + (1.0 - momentum) * static_cast<double>(v));
       }
-      k.set(c, mean, static_cast<double>(param_or<T>(weight, c, T(1))) * invstd, param_or<T>(bias, c, T(0)));
+      k.set(c, mean, static_cast<double>(param_or<T>(weight, c, T(1))) * invstd,
+            param_or<T>(bias, c, T(0)));
     }
   });
   apply_affine<T>(s, px, k, y.ptr<T>());
 }
 
-void forward_train(const ExecContext&, const BatchNormShape& shape, const View& x, const View& weight,
-                   const View& bias, const View& running_mean, const View& running_var,
-                   double momentum, double eps, const View& y, const View& save_mean,
-                   const View& save_invstd) {
+void forward_train(const ExecContext&, const BatchNormShape& shape, const View& x,
+                   const View& weight, const View& bias, const View& running_mean,
+                   const View& running_var, double momentum, double eps, const View& y,
+                   const View& save_mean, const View& save_invstd) {
   SEG_CPU_DISPATCH_FLOAT(x.dtype, "batch_norm2d", T, {
     forward_train_typed<T>(shape, x, weight, bias, running_mean, running_var, momentum, eps, y,
                            save_mean, save_invstd);
@@ -151,9 +154,9 @@ void forward_train(const ExecContext&, const BatchNormShape& shape, const View& 
 }
 
 template <class T>
-void forward_eval_typed(const BatchNormShape& s, const View& x, const View& weight, const View& bias,
-                        const View& running_mean, const View& running_var, double eps,
-                        const View& y) {
+void forward_eval_typed(const BatchNormShape& s, const View& x, const View& weight,
+                        const View& bias, const View& running_mean, const View& running_var,
+                        double eps, const View& y) {
   ChannelAffine<T> k(s.c);
   for (int64_t c = 0; c < s.c; ++c) {
     const double mean = static_cast<double>(running_mean.ptr<T>()[c * running_mean.strides[0]]);
@@ -164,18 +167,18 @@ void forward_eval_typed(const BatchNormShape& s, const View& x, const View& weig
   apply_affine<T>(s, x.ptr<T>(), k, y.ptr<T>());
 }
 
-void forward_eval(const ExecContext&, const BatchNormShape& shape, const View& x, const View& weight,
-                  const View& bias, const View& running_mean, const View& running_var, double eps,
-                  const View& y) {
+void forward_eval(const ExecContext&, const BatchNormShape& shape, const View& x,
+                  const View& weight, const View& bias, const View& running_mean,
+                  const View& running_var, double eps, const View& y) {
   SEG_CPU_DISPATCH_FLOAT(x.dtype, "batch_norm2d", T, {
     forward_eval_typed<T>(shape, x, weight, bias, running_mean, running_var, eps, y);
   });
 }
 
 // With xhat = (x - mean) * invstd and M values per channel:
-// Training:   gx = (gy - sum(gy) / M - (x - mean) * invstd^2 * sum((x - mean) * gy) / M) * invstd * w
-// Evaluation: gx = gy * invstd * w
-// Both:       gweight = sum((x - mean) * gy) * invstd, gbias = sum(gy)
+// Training:   gx = (gy - sum(gy) / M - (x - mean) * invstd^2 * sum((x - mean) * gy) / M) * invstd *
+// w Evaluation: gx = gy * invstd * w Both:       gweight = sum((x - mean) * gy) * invstd, gbias =
+// sum(gy)
 template <class T>
 void backward_typed(const BatchNormShape& s, bool training, const View& x, const View& gy,
                     const View& weight, const View& mean_v, const View& invstd_v, const View& gx,
@@ -186,8 +189,8 @@ void backward_typed(const BatchNormShape& s, bool training, const View& x, const
   const bool batch_terms = training && gx.defined() && count > 0;
   const bool need_sums = gweight.defined() || gbias.defined() || batch_terms;
   // Per-channel constants of the gx pass: gx = (gy - gmean - ((x - mean_hi) - mean_lo) * k) * g.
-  std::vector<T> cg(static_cast<size_t>(s.c)), ck(static_cast<size_t>(s.c)), cm(static_cast<size_t>(s.c)),
-      clo(static_cast<size_t>(s.c));
+  std::vector<T> cg(static_cast<size_t>(s.c)), ck(static_cast<size_t>(s.c)),
+      cm(static_cast<size_t>(s.c)), clo(static_cast<size_t>(s.c));
   const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(count, 1));
   parallel_for(s.c, grain, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
@@ -196,22 +199,26 @@ void backward_typed(const BatchNormShape& s, bool training, const View& x, const
       const double m = static_cast<double>(mean_hi);
       const double invstd = static_cast<double>(invstd_v.ptr<T>()[c]);
       const double w = static_cast<double>(param_or<T>(weight, c, T(1)));
-      // Training normalised with the f64 batch mean, of which mean_hi is the rounding.
-      const double mean = training && need_sums ? channel_mean(s, px, c) : m;
-      double sum_gy = 0.0, dot = 0.0;
+      // Training normalised with the f64 batch mean, of which mean_hi is the rounding: recovered
+      // as m + sum(x - m) / M in the same pass as the other sums.
+      double mean = m, sum_gy = 0.0, dot = 0.0;
       if (need_sums && count > 0) {
-        const std::array<double, 2> sums = channel_sums<2>(s.n, s.c, s.hw, c, [px, pgy, m](int64_t e, double* t) {
-          const double g = static_cast<double>(pgy[e]);
-          t[0] = g;
-          t[1] = (static_cast<double>(px[e]) - m) * g;
-        });
+        const std::array<double, 3> sums =
+            channel_sums<3>(s.n, s.c, s.hw, c, [px, pgy, m](int64_t e, double* t) {
+              const double g = static_cast<double>(pgy[e]), d = static_cast<double>(px[e]) - m;
+              t[0] = g;
+              t[1] = d * g;
+              t[2] = d;
+            });
+        if (training) mean = m + sums[2] / static_cast<double>(count);
         sum_gy = sums[0];
         dot = sums[1] - (mean - m) * sum_gy;  // sum((x - mean) * gy)
       }
       if (gweight.defined()) gweight.ptr<T>()[c] = static_cast<T>(dot * invstd);
       if (gbias.defined()) gbias.ptr<T>()[c] = static_cast<T>(sum_gy);
       cg[i] = static_cast<T>(invstd * w);
-      ck[i] = batch_terms ? static_cast<T>(dot * invstd * invstd / static_cast<double>(count)) : T(0);
+      ck[i] =
+          batch_terms ? static_cast<T>(dot * invstd * invstd / static_cast<double>(count)) : T(0);
       cm[i] = batch_terms ? static_cast<T>(sum_gy / static_cast<double>(count)) : T(0);
       clo[i] = static_cast<T>(mean - m);
     }
@@ -250,6 +257,8 @@ const BatchNormKernels kBatchNorm{&forward_train, &forward_eval, &backward};
 
 }  // namespace
 
-void register_norm_kernels(KernelRegistry& r) { r.set<OpId::batch_norm2d>(DeviceType::cpu, &kBatchNorm); }
+void register_norm_kernels(KernelRegistry& r) {
+  r.set<OpId::batch_norm2d>(DeviceType::cpu, &kBatchNorm);
+}
 
 }  // namespace seg::cpu

@@ -122,16 +122,10 @@ void step_typed(OptimKind kind, const OptimHyper& h, const OptimTensor* tensors,
     const int64_t n = t.param.numel();
     if (n == 0) continue;
     switch (kind) {
-      case OptimKind::sgd:
-        sgd_tensor<T>(h, s, t, n);
-        break;
-      case OptimKind::rmsprop:
-        rmsprop_tensor<T>(h, s, t, n);
-        break;
+      case OptimKind::sgd: sgd_tensor<T>(h, s, t, n); break;
+      case OptimKind::rmsprop: rmsprop_tensor<T>(h, s, t, n); break;
       case OptimKind::adam:
-      case OptimKind::adamw:
-        adam_tensor<T>(h, s, kind == OptimKind::adamw, t, n);
-        break;
+      case OptimKind::adamw: adam_tensor<T>(h, s, kind == OptimKind::adamw, t, n); break;
     }
   }
 }

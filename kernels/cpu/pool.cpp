@@ -23,7 +23,8 @@ int64_t grain_for(int64_t work_per_item) {
 // ---- max pooling ----
 
 template <class T>
-void max_pool_forward_typed(const Pool2dShape& s, const View& x, const View& y, const View& indices) {
+void max_pool_forward_typed(const Pool2dShape& s, const View& x, const View& y,
+                            const View& indices) {
   const T* px = x.ptr<T>();
   T* py = y.ptr<T>();
   int32_t* pi = indices.ptr<int32_t>();
@@ -56,11 +57,13 @@ void max_pool_forward_typed(const Pool2dShape& s, const View& x, const View& y, 
 
 void max_pool_forward(const ExecContext&, const Pool2dShape& shape, const View& x, const View& y,
                       const View& indices) {
-  SEG_CPU_DISPATCH_FLOAT(x.dtype, "max_pool2d", T, { max_pool_forward_typed<T>(shape, x, y, indices); });
+  SEG_CPU_DISPATCH_FLOAT(x.dtype, "max_pool2d", T,
+                         { max_pool_forward_typed<T>(shape, x, y, indices); });
 }
 
 template <class T>
-void max_pool_backward_typed(const Pool2dShape& s, const View& gy, const View& indices, const View& gx) {
+void max_pool_backward_typed(const Pool2dShape& s, const View& gy, const View& indices,
+                             const View& gx) {
   const T* pgy = gy.ptr<T>();
   const int32_t* pi = indices.ptr<int32_t>();
   T* pgx = gx.ptr<T>();
@@ -108,8 +111,10 @@ void adaptive_avg_forward_typed(const Pool2dShape& s, const View& x, const View&
   });
 }
 
-void adaptive_avg_forward(const ExecContext&, const Pool2dShape& shape, const View& x, const View& y) {
-  SEG_CPU_DISPATCH_FLOAT(x.dtype, "adaptive_avg_pool2d", T, { adaptive_avg_forward_typed<T>(shape, x, y); });
+void adaptive_avg_forward(const ExecContext&, const Pool2dShape& shape, const View& x,
+                          const View& y) {
+  SEG_CPU_DISPATCH_FLOAT(x.dtype, "adaptive_avg_pool2d", T,
+                         { adaptive_avg_forward_typed<T>(shape, x, y); });
 }
 
 template <class T>
@@ -137,7 +142,8 @@ void adaptive_avg_backward_typed(const Pool2dShape& s, const View& gy, const Vie
   });
 }
 
-void adaptive_avg_backward(const ExecContext&, const Pool2dShape& shape, const View& gy, const View& gx) {
+void adaptive_avg_backward(const ExecContext&, const Pool2dShape& shape, const View& gy,
+                           const View& gx) {
   SEG_CPU_DISPATCH_FLOAT(gy.dtype, "adaptive_avg_pool2d backward", T,
                          { adaptive_avg_backward_typed<T>(shape, gy, gx); });
 }

@@ -31,7 +31,8 @@ template <class T>
 std::vector<BilinearTap<T>> axis_taps(int64_t in, int64_t out, bool align_corners) {
   const T scale = bilinear_scale<T>(in, out, align_corners);
   std::vector<BilinearTap<T>> taps(static_cast<size_t>(out));
-  for (int64_t o = 0; o < out; ++o) taps[static_cast<size_t>(o)] = bilinear_tap<T>(o, in, scale, align_corners);
+  for (int64_t o = 0; o < out; ++o)
+    taps[static_cast<size_t>(o)] = bilinear_tap<T>(o, in, scale, align_corners);
   return taps;
 }
 
@@ -52,7 +53,8 @@ AxisAdjoint<T> transpose_taps(const std::vector<BilinearTap<T>>& taps, int64_t i
     ++a.begin[static_cast<size_t>(t.i0 + 1)];
     ++a.begin[static_cast<size_t>(t.i1 + 1)];
   }
-  for (int64_t k = 0; k < in; ++k) a.begin[static_cast<size_t>(k + 1)] += a.begin[static_cast<size_t>(k)];
+  for (int64_t k = 0; k < in; ++k)
+    a.begin[static_cast<size_t>(k + 1)] += a.begin[static_cast<size_t>(k)];
   a.index.resize(2 * taps.size());
   a.weight.resize(2 * taps.size());
   std::vector<int64_t> fill(a.begin.begin(), a.begin.end() - 1);
@@ -144,7 +146,8 @@ void backward_typed(const UpsampleShape& s, const View& gy, const View& gx) {
       const int64_t plane = r / s.h, ih = r % s.h;
       T* out = pgx + r * s.w;
       std::fill(out, out + s.w, T(0));
-      for (int64_t e = ah.begin[static_cast<size_t>(ih)]; e < ah.begin[static_cast<size_t>(ih + 1)]; ++e) {
+      for (int64_t e = ah.begin[static_cast<size_t>(ih)]; e < ah.begin[static_cast<size_t>(ih + 1)];
+           ++e) {
         const T a = ah.weight[static_cast<size_t>(e)];
         const T* src = t.get() + (plane * s.p + ah.index[static_cast<size_t>(e)]) * s.w;
         for (int64_t iw = 0; iw < s.w; ++iw) out[iw] += a * src[iw];
@@ -154,7 +157,8 @@ void backward_typed(const UpsampleShape& s, const View& gy, const View& gx) {
 }
 
 void backward(const ExecContext&, const UpsampleShape& shape, const View& gy, const View& gx) {
-  SEG_CPU_DISPATCH_FLOAT(gy.dtype, "upsample_bilinear2d backward", T, { backward_typed<T>(shape, gy, gx); });
+  SEG_CPU_DISPATCH_FLOAT(gy.dtype, "upsample_bilinear2d backward", T,
+                         { backward_typed<T>(shape, gy, gx); });
 }
 
 const UpsampleBilinearKernels kUpsampleBilinear{&forward, &backward};
