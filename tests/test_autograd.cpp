@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <set>
 #include <string>
@@ -407,4 +408,23 @@ TEST_CASE("the engine's own in-place updates work on tensors that require grad")
   CHECK(conv.weight.grad().defined());
   CHECK(bn.num_batches_tracked.item<int64_t>() == 2);
   CHECK(to_vector<float>(bn.running_mean) != std::vector<float>(3, 0.0f));
+}
+
+// PyTorch's relu lets NaN through (clamp_min), and its backward (threshold_backward on the
+// output) passes the gradient where the output is NaN: a diverging run then shows NaN in the loss
+// instead of being hidden by a ReLU that maps NaN to 0.
+TEST_CASE("relu propagates NaN forward and passes the gradient there, as PyTorch") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (DType dt : {DType::f32, DType::f64}) {
+    CAPTURE(std::string(dtype_name(dt)));
+    Tensor x = from_vector(std::vector<double>{-1.0, 0.0, nan, 2.0}, {4}).to(dt).set_requires_grad(true);
+    Tensor y = relu(x);
+    const std::vector<double> v = to_vector<double>(y);
+    CHECK(v[0] == 0.0);
+    CHECK(v[1] == 0.0);
+    CHECK(std::isnan(v[2]));
+    CHECK(v[3] == 2.0);
+    sum(mul(y, from_vector(std::vector<double>{1.0, 2.0, 3.0, 4.0}, {4}).to(dt))).backward();
+    CHECK(to_vector<double>(x.grad()) == std::vector<double>{0.0, 0.0, 3.0, 4.0});
+  }
 }

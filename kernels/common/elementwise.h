@@ -139,7 +139,7 @@ template <class T>
 SEG_HD T unary_forward(UnaryOp op, T x, T alpha) {
   switch (op) {
     case UnaryOp::neg: return -x;
-    case UnaryOp::relu: return x > T(0) ? x : T(0);
+    case UnaryOp::relu: return x <= T(0) ? T(0) : x;  // NaN stays NaN, as PyTorch's
     case UnaryOp::abs: return x < T(0) ? -x : x;
     case UnaryOp::exp: return std::exp(x);
     case UnaryOp::log: return std::log(x);
@@ -160,7 +160,7 @@ template <class T>
 SEG_HD T unary_backward(UnaryOp op, T x, T y, T gy, T alpha) {
   switch (op) {
     case UnaryOp::neg: return -gy;
-    case UnaryOp::relu: return x > T(0) || y > T(0) ? gy : T(0);
+    case UnaryOp::relu: return x <= T(0) && y <= T(0) ? T(0) : gy;  // NaN passes gy, as PyTorch
     case UnaryOp::abs: return x > T(0) ? gy : (x < T(0) ? -gy : T(0));
     case UnaryOp::exp: return gy * y;
     case UnaryOp::log: return gy / x;

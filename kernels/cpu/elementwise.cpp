@@ -124,7 +124,7 @@ void unary_forward_typed(UnaryOp op, double alpha, const View& x, const View& y)
   parallel_for(x.numel(), kParallelGrain, [&](int64_t begin, int64_t end) {
     switch (op) {  // the common cases get loops the compiler vectorises
       case UnaryOp::relu:
-        for (int64_t i = begin; i < end; ++i) py[i] = px[i] > T(0) ? px[i] : T(0);
+        for (int64_t i = begin; i < end; ++i) py[i] = px[i] <= T(0) ? T(0) : px[i];  // NaN: NaN
         break;
       case UnaryOp::mul_scalar:
         for (int64_t i = begin; i < end; ++i) py[i] = px[i] * a;
@@ -160,7 +160,7 @@ void unary_backward_typed(UnaryOp op, double alpha, const View& x, const View& y
       T* __restrict out = pgx;
       for (int64_t i = begin; i < end; ++i) {
         const T g = gr[i];
-        out[i] = xr[i] > T(0) ? g : T(0);
+        out[i] = xr[i] <= T(0) ? T(0) : g;  // at NaN the gradient passes, as PyTorch's
       }
       return;
     }
