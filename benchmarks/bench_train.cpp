@@ -9,10 +9,11 @@
 //                    [--peer PATH] [--no-peer] [--no-breakdown]
 //
 // Design notes
-// - Rows are (model, device, batch, height, width) in kRows-like tables built by make_rows();
-//   models are ModelSpec entries (builder, forward to logits at the labels' size, optional
-//   per-layer forward, the peer's model name). Adding DeepLabv3 rows is one ModelSpec per output
-//   stride and one line per row (see the note in make_rows).
+// - Rows are (model, device, batch, height, width), listed in make_rows(): UNet (both up-sampling
+//   variants) and DeepLabv3-ResNet101 (output stride 8 and 16), at 128x256 batch 2 and 256x512
+//   batch 1 (DeepLabv3: batch 2, since its image-pooling batch norm needs two images in training,
+//   in PyTorch too) on the CPU and 1024x2048 on a GPU; models are ModelSpec entries (builder,
+//   forward to logits at the labels' size, optional per-layer forward, the peer's model name).
 // - Every measurement runs in a fresh process: ours re-executes this binary with --worker ROW
 //   (so the allocator's peak and the resident-set peak belong to that row alone), the peer is a
 //   Python process. A row runs R rounds, each ours then the peer's, so a change in the shared
@@ -64,6 +65,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/ops.h"
 #include "engine/optim/optimizer.h"
+#include "models/deeplabv3.h"
 #include "models/unet.h"
 #ifdef SEG_WITH_CUDA
 #include "engine/cuda/cuda_context.h"
@@ -233,6 +235,50 @@ ModelSpec unet_spec(bool bilinear, int64_t base) {
   return s;
 }
 
+// DeepLabV3::forward_all(x, true).out, layer by layer: the stem, each bottleneck's convolutions,
+// batch norms, ReLUs and residual sum, the ASPP as one entry, the head, the upsampling.
+Tensor deeplab_timed_forward(nn::Module& m, const Tensor& x, LayerTimer& t) {
+  auto& net = dynamic_cast<models::DeepLabV3&>(m);
+  models::ResNet& b = *net.backbone;
+  Tensor y = t.module(*b.maxpool, t.module(*b.relu, t.module(*b.bn1, t.module(*b.conv1, x))));
+  for (int layer = 1; layer <= 4; ++layer) {
+    for (const auto& block : b.blocks(layer)) {
+      const Tensor in = y;
+      y = t.module(*block->bn1, t.module(*block->conv1, in));
+      y = t.time("ReLU", [&]() { return relu(y); });
+      y = t.module(*block->bn2, t.module(*block->conv2, y));
+      y = t.time("ReLU", [&]() { return relu(y); });
+      y = t.module(*block->bn3, t.module(*block->conv3, y));
+      const Tensor identity = block->downsample ? t.sequential(*block->downsample, in) : in;
+      y = t.time("residual add + ReLU", [&]() { return relu(y + identity); });
+    }
+  }
+  y = t.sequential(*net.classifier, y);
+  return t.time("upsample_bilinear2d", [&]() {
+    return upsample_bilinear2d(y, x.size(2), x.size(3), net.options.align_corners);
+  });
+}
+
+// torchvision's deeplabv3_resnet101 layout at output stride 8 or 16 without the auxiliary head
+// and with the ASPP's dropout off (the two sides' dropout masks could not agree, and the losses
+// are compared); the peer builds the same (train_peer.py).
+ModelSpec deeplab_spec(int output_stride) {
+  ModelSpec s;
+  s.name = "DeepLabv3-R101 OS" + std::to_string(output_stride);
+  s.peer_model = output_stride == 8 ? "deeplabv3:os=8,rates=12-24-36,dropout=0"
+                                    : "deeplabv3:os=16,rates=6-12-18,dropout=0";
+  s.build = [output_stride](Generator& gen) -> std::shared_ptr<nn::Module> {
+    models::DeepLabV3Options o = models::DeepLabV3Options::torchvision();
+    o.output_stride = output_stride;
+    o.aspp_dropout = 0.0;
+    o.num_classes = 19;
+    return std::make_shared<models::DeepLabV3>(o, gen, std::make_shared<Generator>(1));
+  };
+  s.forward = [](nn::Module& m, const Tensor& x) { return m.forward(x); };
+  s.timed_forward = deeplab_timed_forward;
+  return s;
+}
+
 struct Row {
   const ModelSpec* model;
   DeviceType device;
@@ -244,26 +290,25 @@ struct Row {
 };
 
 struct Models {
-  ModelSpec unet, unet_bilinear;
+  ModelSpec unet, unet_bilinear, deeplab_os8, deeplab_os16;
 };
 
 std::vector<Row> make_rows(const Models& m) {
-  // DeepLabv3-ResNet101 (output stride 8 and 16): a ModelSpec each (build: the model; forward:
-  // its logits upsampled to the input; peer_model "deeplabv3:os=8,rates=12-24-36" or
-  // "deeplabv3:os=16,rates=6-12-18", see train_peer.py) and rows such as
-  // {&m.deeplab_os8, DeviceType::cpu, 1, 256, 512}, {&m.deeplab_os8, DeviceType::cuda, 1, 1024,
-  // 2048}.
   return {
       {&m.unet, DeviceType::cpu, 2, 128, 256},
       {&m.unet, DeviceType::cpu, 1, 256, 512},
       {&m.unet_bilinear, DeviceType::cpu, 2, 128, 256},
       {&m.unet_bilinear, DeviceType::cpu, 1, 256, 512},
+      {&m.deeplab_os8, DeviceType::cpu, 2, 128, 256},
+      {&m.deeplab_os8, DeviceType::cpu, 2, 256, 512},
+      {&m.deeplab_os16, DeviceType::cpu, 2, 128, 256},
+      {&m.deeplab_os16, DeviceType::cpu, 2, 256, 512},
       {&m.unet, DeviceType::cuda, 1, 1024, 2048},
       {&m.unet_bilinear, DeviceType::cuda, 1, 1024, 2048},
+      {&m.deeplab_os8, DeviceType::cuda, 2, 1024, 2048},
+      {&m.deeplab_os16, DeviceType::cuda, 2, 1024, 2048},
   };
 }
-
-// ---- layer categories (ours and PyTorch's names) ----
 
 struct Category {
   const char* name;
@@ -659,7 +704,8 @@ std::string spread_str(const std::vector<double>& v) {
 
 int main(int argc, char** argv) {
   const Args args = parse_args(argc, argv);
-  const Models models{unet_spec(false, args.base), unet_spec(true, args.base)};
+  const Models models{unet_spec(false, args.base), unet_spec(true, args.base), deeplab_spec(8),
+                      deeplab_spec(16)};
   const std::vector<Row> rows = make_rows(models);
   if (args.worker_row >= 0) {
     if (args.worker_row >= static_cast<int>(rows.size()) || args.worker_dir.empty()) usage();

@@ -70,6 +70,8 @@ def build_deeplabv3(spec, num_classes):
             self.classifier = nn.Sequential(
                 ASPP(2048, rates), nn.Conv2d(256, 256, 3, padding=1, bias=False),
                 nn.BatchNorm2d(256), nn.ReLU(), nn.Conv2d(256, num_classes, 1))
+            # "dropout=0": no dropout after the ASPP projection (the losses are compared).
+            self.classifier[0].project[3].p = float(spec.get("dropout", "0.5"))
 
         def forward(self, x):
             import torch.nn.functional as F
