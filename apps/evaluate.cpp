@@ -40,8 +40,8 @@ int evaluate_main(int argc, const char* const* argv) {
   config.check_all_read();
   const data::Split split = data::parse_split(cli.value_or_none("split").value_or("val"));
 
-  AppDevice device(ex.device);
-  Generator gen(ex.seed);
+  AppDevice device(ex.train.device);
+  Generator gen(ex.train.seed);
   std::unique_ptr<SegmentationModel> model = make_segmentation_model(ex, gen);
   const nn::LoadReport report = load_model_weights(model->module(), cli.value("checkpoint"));
   model->module().to(device.device());
@@ -51,8 +51,8 @@ int evaluate_main(int argc, const char* const* argv) {
   std::unique_ptr<data::Dataset> set =
       make_segmentation_dataset(ex, cli.value("data"), split, /*training=*/false);
   data::LoaderOptions lo;
-  lo.batch_size = ex.val_batch_size;
-  lo.num_workers = ex.workers;
+  lo.batch_size = ex.train.val_batch_size;
+  lo.num_workers = ex.train.workers;
   lo.shuffle = false;
   data::Loader loader(*set, lo, device.batch_allocator());
 

@@ -236,7 +236,8 @@ ModelSpec unet_spec(bool bilinear, int64_t base) {
 }
 
 // DeepLabV3::forward_all(x, true).out, layer by layer: the stem, each bottleneck's convolutions,
-// batch norms, ReLUs and residual sum, the ASPP as one entry, the head, the upsampling.
+// batch norms, ReLUs and residual sum, the ASPP's branches and projection, the head, the
+// upsampling.
 Tensor deeplab_timed_forward(nn::Module& m, const Tensor& x, LayerTimer& t) {
   auto& net = dynamic_cast<models::DeepLabV3&>(m);
   models::ResNet& b = *net.backbone;
@@ -253,7 +254,20 @@ Tensor deeplab_timed_forward(nn::Module& m, const Tensor& x, LayerTimer& t) {
       y = t.time("residual add + ReLU", [&]() { return relu(y + identity); });
     }
   }
-  y = t.sequential(*net.classifier, y);
+  // The ASPP entered (its branches' convolutions, batch norms and ReLUs count as such; its fused
+  // projection is a 1x1 convolution over the never-materialised concatenation), then the head.
+  const models::ASPP& aspp = *net.aspp;
+  std::vector<Tensor> branches;
+  for (size_t i = 0; i + 1 < aspp.convs->size(); ++i) {
+    branches.push_back(t.sequential(dynamic_cast<nn::Sequential&>(*(*aspp.convs)[i]), y));
+  }
+  const Tensor pooled =
+      t.sequential(dynamic_cast<nn::Sequential&>(*(*aspp.convs)[aspp.convs->size() - 1]), y);
+  y = t.time("Conv2d", [&]() {
+    return aspp_projection(branches, pooled, aspp.project->at<nn::Conv2d>(0)->weight);
+  });
+  for (size_t i = 1; i < aspp.project->size(); ++i) y = t.module(*(*aspp.project)[i], y);
+  for (size_t i = 1; i < net.classifier->size(); ++i) y = t.module(*(*net.classifier)[i], y);
   return t.time("upsample_bilinear2d", [&]() {
     return upsample_bilinear2d(y, x.size(2), x.size(3), net.options.align_corners);
   });
@@ -319,7 +333,7 @@ const std::vector<Category>& categories() {
   static const std::vector<Category> k = {
       {"convolution",
        {"Conv2d", "ConvTranspose2d"},
-       {"Conv2dBackward", "ConvTranspose2dBackward"},
+       {"Conv2dBackward", "ConvTranspose2dBackward", "AsppProjectionBackward"},
        {"aten::conv2d", "aten::conv_transpose2d"},
        {"ConvolutionBackward0"}},
       {"batch norm",

@@ -216,8 +216,8 @@ TEST_CASE("train_unet: a NaN loss stops the run and keeps the last good checkpoi
   const app::SegmentationExperiment ex = app::read_segmentation_experiment(config);
   Generator gen(0);
   auto model = app::make_segmentation_model(ex, gen);
-  auto optimizer = app::make_optimizer(ex, *model);
-  app::Schedule schedule = app::make_schedule(ex, *optimizer, 2, 1);
+  auto optimizer = app::make_optimizer(ex.train.optim, app::parameter_groups(*model));
+  app::Schedule schedule = app::make_schedule(ex.train.schedule, *optimizer, 2, 1);
   TrainState state(model->module(), *optimizer);
   state.set_scheduler(schedule.scheduler.get());
   state.load(dir / "last.safetensors");

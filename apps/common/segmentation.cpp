@@ -26,23 +26,6 @@ data::ResizeOptions read_resize(Config& c, const std::string& prefix,
   return r;
 }
 
-// The first `count` samples of a dataset.
-class SubsetDataset final : public data::Dataset {
- public:
-  SubsetDataset(std::unique_ptr<data::Dataset> base, int64_t count)
-      : base_(std::move(base)), count_(std::min(count, base_->size())) {}
-  int64_t size() const override { return count_; }
-  data::Sample get(int64_t index, uint64_t epoch) const override {
-    return base_->get(index, epoch);
-  }
-  std::string describe(int64_t index) const override { return base_->describe(index); }
-  const data::ScanReport& report() const override { return base_->report(); }
-
- private:
-  std::unique_ptr<data::Dataset> base_;
-  int64_t count_;
-};
-
 class UNetModel final : public SegmentationModel {
  public:
   UNetModel(const models::UNetOptions& options, Generator& gen) : net_(options, gen) {}
@@ -103,15 +86,8 @@ class DeepLabModel final : public SegmentationModel {
 
 }  // namespace
 
-int64_t count_parameters(const nn::Module& module) {
-  int64_t n = 0;
-  for (const Tensor& p : module.parameters()) n += p.numel();
-  return n;
-}
-
 SegmentationExperiment read_segmentation_experiment(Config& c) {
   SegmentationExperiment ex;
-  ex.description = c.get_string("description", "");
   // model
   ex.arch = c.require_string("model.arch", {"unet", "deeplabv3"});
   ex.num_classes = c.get_int("model.num_classes", 19, 1, 255);
@@ -155,25 +131,6 @@ SegmentationExperiment read_segmentation_experiment(Config& c) {
     d.align_corners = c.get_bool("model.deeplabv3.align_corners", d.align_corners);
     d.he_init_head = c.get_bool("model.deeplabv3.he_init_head", d.he_init_head);
   }
-  // pretrained initialisation
-  ex.init_file = c.get_string("init.file", "");
-  if (!ex.init_file.empty()) {
-    const models::PretrainedOptions imagenet = models::imagenet_backbone_options();
-    std::map<std::string, std::string> fallback;
-    for (const models::PrefixMapping& m : imagenet.mappings)
-      fallback[m.file_prefix] = m.module_prefix;
-    ex.init.mappings.clear();
-    for (const auto& [from, to] : c.get_string_map("init.mappings", fallback)) {
-      ex.init.mappings.push_back({from, to});
-    }
-    // Longest file prefixes first, so that a specific mapping wins over a general one.
-    std::stable_sort(ex.init.mappings.begin(), ex.init.mappings.end(),
-                     [](const models::PrefixMapping& a, const models::PrefixMapping& b) {
-                       return a.file_prefix.size() > b.file_prefix.size();
-                     });
-    ex.init.drop = c.get_string_list("init.drop", imagenet.drop);
-    ex.init.allow_unexpected = c.get_bool("init.allow_unexpected", false);
-  }
   // data
   ex.train_split =
       data::parse_split(c.get_string("data.train_split", "train", {"train", "val", "test"}));
@@ -199,64 +156,8 @@ SegmentationExperiment read_segmentation_experiment(Config& c) {
   ex.crop_h = static_cast<int>(crop[0]);
   ex.crop_w = static_cast<int>(crop[1]);
   ex.flip = c.get_bool("data.flip", false);
-  ex.workers = static_cast<int>(c.get_int("data.workers", 2, 0, 256));
-  ex.skip_incomplete = c.get_bool("data.skip_incomplete", false);
-  ex.limit_train = c.get_int("data.limit_train", 0, 0);
-  ex.limit_val = c.get_int("data.limit_val", 0, 0);
-  // training
-  ex.device = c.get_string("train.device", "cpu");
-  parse_device(ex.device);  // checked here, resolved by the app
-  ex.epochs = c.get_int("train.epochs", 1, 1);
-  ex.iterations = c.get_int("train.iterations", 0, 0);
-  ex.batch_size = c.get_int("train.batch_size", 1, 1, 4096);
-  ex.val_batch_size = c.get_int("train.val_batch_size", 1, 1, 4096);
-  ex.seed = static_cast<uint64_t>(c.get_int("train.seed", 0, 0));
-  ex.log_every = c.get_int("train.log_every", 10, 1);
-  ex.val_every_epochs = c.get_int("train.val_every_epochs", 1, 0);
-  ex.val_every_iterations = c.get_int("train.val_every_iterations", 0, 0);
-  ex.checkpoint_every = c.get_int("train.checkpoint_every", 0, 0);
   ex.aux_weight = c.get_double("train.aux_weight", 0.4, 0.0, 100.0);
-  // optimiser
-  ex.optimizer = c.get_string("optim.name", "sgd", {"sgd", "rmsprop", "adam", "adamw"});
-  ex.lr = c.get_double("optim.lr", 0.01, 0.0, 100.0);
-  ex.weight_decay = c.get_double("optim.weight_decay", 0.0, 0.0, 10.0);
-  ex.eps = c.get_double("optim.eps", 1e-8, 0.0, 1.0);
-  ex.head_lr_mult = c.get_double("optim.head_lr_mult", 1.0, 0.0, 1e4);
-  if (ex.optimizer == "sgd" || ex.optimizer == "rmsprop") {
-    ex.momentum = c.get_double("optim.momentum", 0.0, 0.0, 1.0);
-  }
-  if (ex.optimizer == "sgd") {
-    ex.dampening = c.get_double("optim.dampening", 0.0, 0.0, 1.0);
-    ex.nesterov = c.get_bool("optim.nesterov", false);
-  } else if (ex.optimizer == "rmsprop") {
-    ex.alpha = c.get_double("optim.alpha", 0.99, 0.0, 1.0);
-    ex.centered = c.get_bool("optim.centered", false);
-  } else {
-    ex.beta1 = c.get_double("optim.beta1", 0.9, 0.0, 1.0);
-    ex.beta2 = c.get_double("optim.beta2", 0.999, 0.0, 1.0);
-    ex.amsgrad = c.get_bool("optim.amsgrad", false);
-  }
-  // schedule
-  ex.schedule =
-      c.get_string("schedule.name", "none", {"none", "poly", "step", "cosine", "plateau"});
-  if (ex.schedule == "poly" || ex.schedule == "step" || ex.schedule == "cosine") {
-    ex.schedule_per = c.get_string("schedule.per", ex.schedule == "poly" ? "iteration" : "epoch",
-                                   {"iteration", "epoch"});
-  }
-  if (ex.schedule == "poly") ex.power = c.get_double("schedule.power", 0.9, 0.0, 100.0);
-  if (ex.schedule == "step") {
-    ex.step_size = c.get_int("schedule.step_size", 1, 1);
-    ex.gamma = c.get_double("schedule.gamma", 0.1, 0.0, 1.0);
-  }
-  if (ex.schedule == "plateau") {
-    ex.plateau_metric = c.get_string("schedule.metric", "val_loss", {"val_loss", "val_miou"});
-    ex.plateau.mode = ex.plateau_metric == "val_loss" ? PlateauMode::min : PlateauMode::max;
-    ex.plateau.factor = c.get_double("schedule.factor", 0.1, 0.0, 0.999999);
-    ex.plateau.patience = c.get_int("schedule.patience", 10, 0);
-    ex.plateau.threshold = c.get_double("schedule.threshold", 1e-4, 0.0, 1.0);
-    ex.plateau.cooldown = c.get_int("schedule.cooldown", 0, 0);
-    ex.plateau.min_lrs = {c.get_double("schedule.min_lr", 0.0, 0.0, 100.0)};
-  }
+  ex.train = read_training_options(c, TrainingDefaults{});
   return ex;
 }
 
@@ -264,7 +165,7 @@ std::unique_ptr<SegmentationModel> make_segmentation_model(const SegmentationExp
                                                            Generator& gen) {
   if (ex.arch == "unet") return std::make_unique<UNetModel>(ex.unet, gen);
   // The dropout stream is the run's own, seeded apart from the weights'.
-  return std::make_unique<DeepLabModel>(ex.deeplab, gen, ex.seed + 0x9E3779B97F4A7C15ull);
+  return std::make_unique<DeepLabModel>(ex.deeplab, gen, ex.train.seed + 0x9E3779B97F4A7C15ull);
 }
 
 std::unique_ptr<data::Dataset> make_segmentation_dataset(const SegmentationExperiment& ex,
@@ -274,10 +175,10 @@ std::unique_ptr<data::Dataset> make_segmentation_dataset(const SegmentationExper
   where.root = root;
   where.split = split;
   where.labels = ex.labels;
-  where.skip_incomplete = ex.skip_incomplete;
+  where.skip_incomplete = ex.train.skip_incomplete;
   data::SegmentationOptions o;
   o.norm = ex.normalization;
-  o.seed = ex.seed;
+  o.seed = ex.train.seed;
   if (training) {
     o.resize = ex.train_resize;
     o.scale_min = ex.scale_min;
@@ -291,82 +192,11 @@ std::unique_ptr<data::Dataset> make_segmentation_dataset(const SegmentationExper
   std::unique_ptr<data::Dataset> set = std::make_unique<data::SegmentationDataset>(where, o);
   SEG_CHECK(set->size() > 0, "Cityscapes ", root.string(), ": the ", data::split_name(split),
             " split has no annotated images");
-  const int64_t limit = training ? ex.limit_train : ex.limit_val;
-  if (limit > 0) set = std::make_unique<SubsetDataset>(std::move(set), limit);
-  return set;
+  return limit_dataset(std::move(set), training ? ex.train.limit_train : ex.train.limit_val);
 }
 
-namespace {
-
-// An optimiser of type Opt over the groups, each group's options from options_of(g).
-template <class Opt, class Options, class F>
-std::unique_ptr<Optimizer> grouped(const std::vector<std::vector<Tensor>>& groups, F options_of) {
-  std::vector<ParamGroupSpec<Options>> specs;
-  for (size_t g = 0; g < groups.size(); ++g) specs.push_back({groups[g], options_of(g)});
-  return std::make_unique<Opt>(specs);
-}
-
-}  // namespace
-
-std::unique_ptr<Optimizer> make_optimizer(const SegmentationExperiment& ex,
-                                          SegmentationModel& model) {
-  std::vector<std::vector<Tensor>> groups{model.backbone_parameters()};
-  if (std::vector<Tensor> head = model.head_parameters(); !head.empty()) groups.push_back(head);
-  const auto lr_of = [&](size_t g) { return g == 0 ? ex.lr : ex.lr * ex.head_lr_mult; };
-  if (ex.optimizer == "sgd") {
-    return grouped<SGD, SGDOptions>(groups, [&](size_t g) {
-      return SGDOptions{.lr = lr_of(g),
-                        .momentum = ex.momentum,
-                        .dampening = ex.dampening,
-                        .weight_decay = ex.weight_decay,
-                        .nesterov = ex.nesterov};
-    });
-  }
-  if (ex.optimizer == "rmsprop") {
-    return grouped<RMSprop, RMSpropOptions>(groups, [&](size_t g) {
-      return RMSpropOptions{.lr = lr_of(g),
-                            .alpha = ex.alpha,
-                            .eps = ex.eps,
-                            .weight_decay = ex.weight_decay,
-                            .momentum = ex.momentum,
-                            .centered = ex.centered};
-    });
-  }
-  if (ex.optimizer == "adam") {
-    return grouped<Adam, AdamOptions>(groups, [&](size_t g) {
-      return AdamOptions{.lr = lr_of(g),
-                         .beta1 = ex.beta1,
-                         .beta2 = ex.beta2,
-                         .eps = ex.eps,
-                         .weight_decay = ex.weight_decay,
-                         .amsgrad = ex.amsgrad};
-    });
-  }
-  return grouped<AdamW, AdamWOptions>(groups, [&](size_t g) {
-    return AdamWOptions{.lr = lr_of(g),
-                        .beta1 = ex.beta1,
-                        .beta2 = ex.beta2,
-                        .eps = ex.eps,
-                        .weight_decay = ex.weight_decay,
-                        .amsgrad = ex.amsgrad};
-  });
-}
-
-Schedule make_schedule(const SegmentationExperiment& ex, Optimizer& optimizer, int64_t iterations,
-                       int64_t epochs) {
-  Schedule s;
-  s.per_iteration = ex.schedule_per == "iteration";
-  const int64_t total = s.per_iteration ? iterations : epochs;
-  if (ex.schedule == "poly") {
-    s.scheduler = std::make_unique<PolynomialLR>(optimizer, total, ex.power);
-  } else if (ex.schedule == "step") {
-    s.scheduler = std::make_unique<StepLR>(optimizer, ex.step_size, ex.gamma);
-  } else if (ex.schedule == "cosine") {
-    s.scheduler = std::make_unique<CosineAnnealingLR>(optimizer, total);
-  } else if (ex.schedule == "plateau") {
-    s.plateau = std::make_unique<ReduceLROnPlateau>(optimizer, ex.plateau);
-  }
-  return s;
+std::vector<std::vector<Tensor>> parameter_groups(SegmentationModel& model) {
+  return {model.backbone_parameters(), model.head_parameters()};
 }
 
 }  // namespace seg::app

@@ -1,22 +1,10 @@
 // The segmentation training app (train_unet, train_deeplab) and the evaluation pass it shares with
 // the evaluate app.
 //
-// Design notes
-// - One loop for every segmentation network: per iteration, forward (logits at the crop's size),
-//   cross entropy with ignore 255 (plus aux_weight times the auxiliary head's), a finite-loss
-//   check before the update, backward, optimiser step, the scheduler when it steps per iteration.
-//   Epoch ends step per-epoch schedulers; validation runs every val_every_epochs epochs or
-//   val_every_iterations iterations and at the end (mIoU, pixel accuracy and the mean cross
-//   entropy over labelled pixels), steps ReduceLROnPlateau on its metric, and keeps the best
-//   checkpoint by mIoU.
-// - Checkpoints (engine/train_state.h) hold the model, optimiser, scheduler, generators, the
-//   loader's position (epoch, batch) and the partly filled logging window, so a resumed run logs
-//   and computes exactly what an uninterrupted run does (bit for bit on the CPU). last is written
-//   at each epoch end, each validation, every checkpoint_every iterations, on SIGINT/SIGTERM and
-//   at the end; a signal during validation saves a checkpoint that repeats the validation on
-//   resume.
-// - A loss that is NaN or Inf stops the run before the update, with the iteration, the samples of
-//   the batch and the last good checkpoint in the message; nothing is written then.
+// The loop itself (checkpoints, resume, signals, NaN stop, validation schedule) is
+// apps/common/training.h's; this is the segmentation task: cross entropy ignoring 255 (plus
+// train.aux_weight times the auxiliary head's), and validation by mIoU, pixel accuracy and the
+// mean cross entropy over labelled pixels, the confusion matrix counted by the fused kernel.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +13,7 @@
 #include <vector>
 
 #include "apps/common/segmentation.h"
+#include "apps/common/training.h"
 #include "data/loader.h"
 #include "engine/metrics.h"
 
