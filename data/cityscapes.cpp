@@ -24,7 +24,7 @@ namespace {
 
 constexpr const char* kImageSuffix = "_leftImg8bit.png";
 constexpr const char* kIndexFormat = "segtrain-cityscapes-snippets";
-constexpr int kIndexVersion = 1;
+constexpr int kIndexVersion = 2;  // 2: snippets anchored on the annotated frames
 
 bool is_hidden(const fs::path& p) {
   const std::string name = p.filename().string();
@@ -47,6 +47,24 @@ std::string join_ints(const std::vector<int>& v, size_t max_items) {
   return os.str();
 }
 
+// Frame numbers, ascending, with runs of three or more as "first..last":
+// "000000 000005..000009 000011".
+std::string join_runs(const std::vector<int>& v) {
+  std::ostringstream os;
+  for (size_t i = 0; i < v.size();) {
+    size_t j = i;
+    while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
+    os << (i ? " " : "");
+    if (j - i >= 2) {
+      os << join_ints({v[i]}, 1) << ".." << join_ints({v[j]}, 1);
+    } else {
+      for (size_t k = i; k <= j; ++k) os << (k > i ? " " : "") << join_ints({v[k]}, 1);
+    }
+    i = j + 1;
+  }
+  return os.str();
+}
+
 void check_folder(const fs::path& dir, const char* what) {
   std::error_code ec;
   SEG_CHECK(fs::is_directory(dir, ec), "cityscapes: ", dir.string(), ": missing ", what, " folder");
@@ -59,6 +77,17 @@ void check_root(const CityscapesOptions& options) {
             " does not exist");
   SEG_CHECK(fs::is_directory(options.root, ec), "cityscapes: root ", options.root.string(),
             " is not a folder");
+}
+
+// The snippets are anchored on the annotated images: leftImg8bit/{split} must exist.
+void check_annotated_folder(const CityscapesOptions& options) {
+  std::error_code ec;
+  const fs::path dir = image_split_dir(options);
+  SEG_CHECK(fs::is_directory(dir, ec), "cityscapes: ", dir.string(),
+            ": missing annotated image folder, needed for the snippets of ",
+            sequence_split_dir(options).string(), " (a snippet is the ", kSnippetLength,
+            " frames of a sequence around an annotated image, which is its ",
+            kAnnotatedFrameOffset + 1, "th)");
 }
 
 // The sub-folders of `dir`, sorted by name (hidden ones ignored). Plain files beside the city
@@ -357,47 +386,78 @@ SnippetIndex scan_snippets(const CityscapesOptions& options) {
   const fs::path split_dir = sequence_split_dir(options);
   const fs::path rel = fs::path("leftImg8bit_sequence") / split_name(options.split);
   check_folder(split_dir, "split");
+  const fs::path image_dir = image_split_dir(options);
+  check_annotated_folder(options);
+
+  // The annotated frames of each city: (sequence, frame) of every leftImg8bit image. Names that do
+  // not parse, or that name another city, are left to scan_annotated: they anchor no snippet.
+  std::map<std::string, std::set<FrameKey>> annotated;
+  for (const std::string& city : list_subfolders(image_dir)) {
+    std::set<FrameKey>& keys = annotated[city];
+    for (const std::string& f : list_files(image_dir / city)) {
+      FrameName name;
+      if (parse_frame_name(f, kImageSuffix, name) && name.city == city)
+        keys.insert({name.sequence, name.frame});
+    }
+  }
+  std::set<std::string> cities;
+  for (const std::string& city : list_subfolders(split_dir)) cities.insert(city);
+  for (const auto& [city, keys] : annotated)
+    if (!keys.empty()) cities.insert(city);
 
   SnippetIndex index;
-  for (const std::string& city : list_subfolders(split_dir)) {
+  for (const std::string& city : cities) {
     const fs::path dir = split_dir / city;
-    const std::vector<std::string> files = list_files(dir);
-    if (files.empty()) {
-      problem(options, index.report, dir.string() + ": empty city folder");
-      continue;
-    }
-    std::map<FrameKey, std::string> frames =
-        parse_city_files(options, index.report, dir, city, files, kImageSuffix);
-    // Frame numbers by sequence, ascending (the map is ordered by (sequence, frame)).
-    std::map<int, std::vector<int>> by_sequence;
-    for (const auto& [key, file] : frames)
-      by_sequence[std::get<0>(key)].push_back(std::get<1>(key));
-    for (const auto& [seq, numbers] : by_sequence) {
-      size_t i = 0;
-      while (i < numbers.size()) {
-        const int start = numbers[i];
-        const int end = start + kSnippetLength - 1;
-        std::vector<int> missing;
-        int expected = start;
-        size_t j = i;
-        for (; j < numbers.size() && numbers[j] <= end; ++j) {
-          for (; expected < numbers[j]; ++expected) missing.push_back(expected);
-          expected = numbers[j] + 1;
-        }
-        for (; expected <= end; ++expected) missing.push_back(expected);
-        i = j;
-        if (!missing.empty()) {
-          problem(options, index.report,
-                  (dir / (frame_stem(city, seq, start) + kImageSuffix)).string() +
-                      ": the snippet of frames " + join_ints({start, end}, 2) + " lacks " +
-                      std::to_string(missing.size()) + " of its " + std::to_string(kSnippetLength) +
-                      " frames: " + join_ints(missing, 8));
-          continue;
-        }
-        index.snippets.push_back(Snippet{(rel / city).generic_string(), city, seq, start, end,
-                                         start + kAnnotatedFrameOffset});
+    std::error_code ec;
+    std::map<FrameKey, std::string> frames;
+    if (fs::is_directory(dir, ec)) {
+      const std::vector<std::string> files = list_files(dir);
+      if (files.empty()) {
+        problem(options, index.report, dir.string() + ": empty city folder");
+        continue;
       }
+      frames = parse_city_files(options, index.report, dir, city, files, kImageSuffix);
     }
+    // Every annotated frame a is the 20th of its snippet: frames a - 19 .. a + 10.
+    std::set<FrameKey> covered;
+    for (const FrameKey& key : annotated[city]) {
+      const auto [seq, frame] = key;
+      const int start = frame - kAnnotatedFrameOffset, end = start + kSnippetLength - 1;
+      const std::string where = (dir / (frame_stem(city, seq, frame) + kImageSuffix)).string();
+      for (int f = std::max(start, 0); f <= end; ++f) covered.insert({seq, f});
+      if (start < 0) {
+        problem(options, index.report,
+                where + ": the snippet annotated at " + join_ints({frame}, 1) +
+                    " would start at frame " + std::to_string(start) +
+                    " (an annotated frame is the " + std::to_string(kAnnotatedFrameOffset + 1) +
+                    "th of its " + std::to_string(kSnippetLength) + " frames)");
+        continue;
+      }
+      std::vector<int> missing;
+      for (int f = start; f <= end; ++f)
+        if (!frames.count({seq, f})) missing.push_back(f);
+      if (!missing.empty()) {
+        problem(options, index.report,
+                where + ": the snippet annotated at " + join_ints({frame}, 1) + " (frames " +
+                    join_ints({start}, 1) + ".." + join_ints({end}, 1) + ") lacks " +
+                    std::to_string(missing.size()) + " of its " + std::to_string(kSnippetLength) +
+                    " frames: " + join_runs(missing));
+        continue;
+      }
+      index.snippets.push_back(
+          Snippet{(rel / city).generic_string(), city, seq, start, end, frame});
+    }
+    // Frames of no annotated snippet: ignored, one note per city folder.
+    int64_t stray = 0;
+    std::string first;
+    for (const auto& [key, file] : frames) {
+      if (covered.count(key)) continue;
+      if (stray++ == 0) first = file;
+    }
+    if (stray > 0)
+      index.report.warnings.push_back(dir.string() + ": ignored " + std::to_string(stray) +
+                                      " frame(s) outside the snippets of the annotated images in " +
+                                      (image_dir / city).string() + " (first: " + first + ")");
   }
   return index;
 }
@@ -421,7 +481,9 @@ SnippetIndex load_snippet_index(const CityscapesOptions& options) {
   check_root(options);
   const fs::path split_dir = sequence_split_dir(options);
   check_folder(split_dir, "split");
-  const nlohmann::json print = fingerprint(split_dir);
+  check_annotated_folder(options);
+  const nlohmann::json print = {{"sequences", fingerprint(split_dir)},
+                                {"annotated", fingerprint(image_split_dir(options))}};
 
   std::vector<fs::path> candidates{root_cache_file(options)};
   if (!options.cache_dir.empty()) candidates.push_back(fallback_cache_file(options));

@@ -7,15 +7,23 @@
 //   its image, an empty city folder, a snippet with missing frames, a file name that does not
 //   parse. With `skip_incomplete` the incomplete samples are left out instead and counted in the
 //   report's warnings (the structural errors, a missing root or split folder, stay errors).
-// - Snippets: in each (city, sequence) the frame numbers are cut greedily into windows of 30
-//   consecutive numbers from the smallest one; a window must hold all 30 frames. Frame numbers are
-//   absolute (aachen_000000_000019 is annotated, its snippet is frames 000000..000029); the
-//   annotated frame is start + 19.
+// - Snippets are anchored on the annotated frames, as Cityscapes defines them: each annotated image
+//   leftImg8bit/{split}/{city}/{city}_{seq}_{a}_leftImg8bit.png is the 20th frame of its snippet,
+//   frames a - 19 .. a + 10 of leftImg8bit_sequence/{split}/{city}/{city}_{seq}_*. Frame numbers
+//   are absolute (aachen_000000_000019: frames 000000..000029; bochum_000000_000313: frames
+//   000294..000323); a sequence may hold several snippets (frankfurt's), adjacent or not. The real
+//   sequences carry no other marker of the annotated frame, so leftImg8bit/{split} is required
+//   (its absence is an error naming it); only its file names are read. A snippet missing frames
+//   (or all of them) is a problem naming the snippet by its annotated frame and listing exactly
+//   the missing frame numbers. Frames of a sequence folder outside every annotated snippet are
+//   ignored, counted in one warning per city folder. Image names in leftImg8bit that do not parse
+//   anchor nothing here (scan_annotated reports them).
 // - The snippet index has the study's columns (path, sequence, start, end, annotation), path being
 //   the city folder relative to the root. It is cached as JSON, in the root when writable, else in
-//   `cache_dir`, under a fingerprint of the split folder (its mtime, and each city folder's name,
-//   mtime and entry count: one stat and one directory listing per city, no file is opened or
-//   stat'ed). The cache is reused when the fingerprint and options match, rebuilt otherwise.
+//   `cache_dir`, under a fingerprint of the sequence and annotated image split folders (for each,
+//   its mtime, and each city folder's name, mtime and entry count: one stat and one directory
+//   listing per city, no file is opened or stat'ed). The cache is reused when the fingerprint,
+//   format version and options match, rebuilt otherwise.
 // - Hidden files (names starting with '.') are ignored everywhere; in gtFine, files other than the
 //   configured label kind (color, instanceIds, polygons) are ignored.
 #pragma once
@@ -113,7 +121,8 @@ struct SnippetIndex {
   bool from_cache = false;           // true when read from a valid cache file
 };
 
-// Scans leftImg8bit_sequence/{split} (no cache).
+// Scans leftImg8bit_sequence/{split} for the snippets of the annotated images of
+// leftImg8bit/{split} (no cache).
 SnippetIndex scan_snippets(const CityscapesOptions& options);
 // The snippet index, from the cache when it is still valid, else scanned (and the cache rewritten).
 SnippetIndex load_snippet_index(const CityscapesOptions& options);

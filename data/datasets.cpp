@@ -18,12 +18,16 @@ namespace fs = std::filesystem;
 namespace {
 
 // One stderr line per dataset when samples were skipped (the report keeps every line), naming the
-// folders scanned.
+// folders scanned and the first skipped sample (other notes, such as ignored frames, may come
+// before it in the report).
 void announce_skipped(const char* what, const std::string& folders, const ScanReport& report) {
   if (report.skipped == 0) return;
+  const auto first =
+      std::find_if(report.warnings.begin(), report.warnings.end(),
+                   [](const std::string& w) { return w.rfind("skipped: ", 0) == 0; });
   std::fprintf(stderr, "%s: skipped %lld incomplete sample(s) in %s (first: %s)\n", what,
                static_cast<long long>(report.skipped), folders.c_str(),
-               report.warnings.empty() ? "?" : report.warnings.front().c_str());
+               first == report.warnings.end() ? "?" : first->c_str());
 }
 
 void check_offsets(const std::vector<int>& offsets, const char* what) {

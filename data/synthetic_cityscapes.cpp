@@ -6,9 +6,9 @@
 //   image index, purpose): an image depends on nothing else, so the thread count and the order of
 //   work never change a byte. Texture noise is a cheap integer hash seeded from those streams.
 // - World: X to the right, Y up, Z along the street; the camera drives forward along Z and is at
-//   Z = 0 in the annotated frame. Snippet frame t is time s = (t - 19) / 17 s. A scene is a flat
-//   ground plane (road with lanes, parking strips, verges, sidewalks, front gardens, a cross street)
-//   evaluated analytically, plus "prims": axis-aligned rectangles in 3D (building faces, vehicle
+//   Z = 0 in the annotated frame. Snippet frame offset t (0..29, whatever the frame numbers) is
+//   time s = (t - 19) / 17 s. A scene is a flat ground plane (road with lanes, parking strips,
+//   verges, sidewalks, front gardens, a cross street) evaluated analytically, plus "prims": axis-aligned rectangles in 3D (building faces, vehicle
 //   boxes, billboards for people and tree crowns), each with a label, a 2D shape inside its
 //   rectangle (ellipse, capsule, triangle, noisy blob, ...) and a procedural paint. Vehicles,
 //   cyclists and pedestrians move linearly (smooth motion; colours fixed per object).
@@ -2351,7 +2351,7 @@ int64_t size_of_file(const std::filesystem::path& path) {
   return static_cast<int64_t>(size);
 }
 
-// Copies a file atomically (temporary file, then rename): the sequence's frame 19 is the annotated image's bytes.
+// Copies a file atomically (temporary file, then rename): the sequence's annotated frame is the annotated image's bytes.
 void copy_file_atomic(const std::filesystem::path& from, const std::filesystem::path& to) {
   const std::filesystem::path tmp = to.string() + ".tmp." + std::to_string(::getpid());
   std::error_code ec;
@@ -2372,7 +2372,8 @@ ItemResult write_item(const SyntheticOptions& o, Split split, int index, RenderW
   const std::filesystem::path image_dir = o.out_dir / "leftImg8bit" / split_dir / city;
   const std::filesystem::path gt_dir = o.out_dir / "gtFine" / split_dir / city;
   const std::filesystem::path seq_dir = o.out_dir / "leftImg8bit_sequence" / split_dir / city;
-  const std::string annotated = frame_stem(city, id.sequence, kAnnotatedFrameOffset) + "_";
+  const std::string annotated = frame_stem(city, id.sequence, id.frame) + "_";
+  const int start = id.frame - kAnnotatedFrameOffset;  // the frame number of offset 0
   SyntheticFrame frame;
   auto emit = [&](const std::filesystem::path& path, int channels, const uint8_t* data) {
     if (channels == 3) write_png_rgb(path, frame.width, frame.height, data);
@@ -2381,7 +2382,8 @@ ItemResult write_item(const SyntheticOptions& o, Split split, int index, RenderW
     result.bytes += size_of_file(path);
   };
   const int first = o.sequences ? 0 : kAnnotatedFrameOffset, last = o.sequences ? kSnippetLength - 1 : kAnnotatedFrameOffset;
-  // Frame 19 first: its image file is then copied byte for byte into the sequence.
+  // Offset 19 (the annotated frame) first: its image file is then copied byte for byte into the
+  // sequence. `f` is the offset in the snippet, which alone (with the scene) decides the pixels.
   std::vector<int> order{kAnnotatedFrameOffset};
   for (int f = first; f <= last; ++f)
     if (f != kAnnotatedFrameOffset) order.push_back(f);
@@ -2412,7 +2414,7 @@ ItemResult write_item(const SyntheticOptions& o, Split split, int index, RenderW
         result.bytes += size_of_file(seq);
       }
     } else {
-      emit(seq_dir / (frame_stem(city, id.sequence, f) + "_leftImg8bit.png"), 3, frame.rgb.data());
+      emit(seq_dir / (frame_stem(city, id.sequence, start + f) + "_leftImg8bit.png"), 3, frame.rgb.data());
     }
   }
   return result;
@@ -2476,7 +2478,10 @@ SyntheticImageId synthetic_image_id(Split split, int index, int count) {
   const int64_t cities = synthetic_num_cities(split, count);
   const int64_t city = static_cast<int64_t>(index) * cities / count;
   const int64_t first = (city * count + cities - 1) / cities;  // the city's first image
-  return SyntheticImageId{cityscapes_cities(split)[static_cast<size_t>(city)], static_cast<int>(index - first)};
+  const int k = static_cast<int>(index - first);  // the image's place in its city
+  const int per_sequence = static_cast<int>(kSyntheticAnnotatedFrames.size());
+  return SyntheticImageId{cityscapes_cities(split)[static_cast<size_t>(city)], k / per_sequence,
+                          kSyntheticAnnotatedFrames[static_cast<size_t>(k % per_sequence)]};
 }
 
 void validate_synthetic_options(const SyntheticOptions& o) {
@@ -2589,7 +2594,8 @@ std::string synthetic_cityscapes_usage() {
   return "usage: make_synthetic_cityscapes --out DIR [--width W] [--height H] [--train N] [--val N] [--test N]\n"
          "                                 [--seed S] [--threads T] [--no-sequences]\n"
          "Writes a synthetic dataset in the layout and naming of Cityscapes (leftImg8bit, gtFine labelIds /\n"
-         "labelTrainIds / color, leftImg8bit_sequence with 30 frames per image, frame 19 annotated).\n"
+         "labelTrainIds / color, leftImg8bit_sequence with 30 frames per image, the 20th annotated; images\n"
+         "annotated at frames 000019, 000049 and 000313, three per sequence).\n"
          "  --out DIR         dataset root (created if missing; files of the same names are replaced)\n"
          "  --width W         image width, even, 16..2048 (default 256)\n"
          "  --height H        image height, even, 8..1024 (default 128)\n"

@@ -1,15 +1,20 @@
 // A synthetic Cityscapes: procedural street scenes written in exactly the layout and naming of the
 // real dataset, so that every app runs end to end on a machine without Cityscapes.
 //
-//   leftImg8bit/{split}/{city}/{city}_{seq:06}_000019_leftImg8bit.png          (RGB)
-//   gtFine/{split}/{city}/{city}_{seq:06}_000019_gtFine_labelIds.png           (8-bit labelIds)
-//   gtFine/{split}/{city}/{city}_{seq:06}_000019_gtFine_labelTrainIds.png      (8-bit trainIds, 255 ignored)
-//   gtFine/{split}/{city}/{city}_{seq:06}_000019_gtFine_color.png              (RGB; the real ones are RGBA)
-//   leftImg8bit_sequence/{split}/{city}/{city}_{seq:06}_{frame:06}_leftImg8bit.png, frame 000000..000029
+//   leftImg8bit/{split}/{city}/{city}_{seq:06}_{a:06}_leftImg8bit.png          (RGB)
+//   gtFine/{split}/{city}/{city}_{seq:06}_{a:06}_gtFine_labelIds.png           (8-bit labelIds)
+//   gtFine/{split}/{city}/{city}_{seq:06}_{a:06}_gtFine_labelTrainIds.png      (8-bit trainIds, 255 ignored)
+//   gtFine/{split}/{city}/{city}_{seq:06}_{a:06}_gtFine_color.png              (RGB; the real ones are RGBA)
+//   leftImg8bit_sequence/{split}/{city}/{city}_{seq:06}_{frame:06}_leftImg8bit.png, frame a-19..a+10
 //
-// Frame 19 of each snippet is the annotated image, byte for byte. Every image is a function of
-// (seed, split, image index, width, height) only: the thread count and the order of work never change
-// a byte. Design notes on the scenes and the renderer are atop data/synthetic_cityscapes.cpp.
+// The annotated frame a is 000019, 000049 or 000313: within a city the images are grouped three per
+// sequence number, annotated at 000019 (snippet 000000..000029), 000049 (000030..000059, adjacent to
+// the first) and 000313 (000294..000323), as the real dataset's sequences have annotated frames other
+// than 19 and several snippets each; a city with fewer images uses the first ones. The annotated
+// image is the 20th frame (offset 19) of its snippet, byte for byte. Every image is a function of
+// (seed, split, image index, width, height) and its frame offset 0..29 only: the thread count and
+// the order of work never change a byte. Design notes on the scenes and the renderer are atop
+// data/synthetic_cityscapes.cpp.
 #pragma once
 
 #include <array>
@@ -65,11 +70,16 @@ using SyntheticProgress = std::function<void(int64_t done, int64_t total)>;
 SyntheticSummary write_synthetic_cityscapes(const SyntheticOptions& options,
                                             const SyntheticProgress& progress = {});
 
-// The city and sequence number of image `index` of a split of `count` images: the images are dealt
-// to min(#cities, count, 3 + count / 200) cities in contiguous blocks, numbered 0, 1, ... per city.
+// The annotated frames of a synthetic sequence, in the order its images take them.
+constexpr std::array<int, 3> kSyntheticAnnotatedFrames = {19, 49, 313};
+
+// The city, sequence number and annotated frame of image `index` of a split of `count` images: the
+// images are dealt to min(#cities, count, 3 + count / 200) cities in contiguous blocks; image k of a
+// city (k = 0, 1, ...) has sequence k / 3 and annotated frame kSyntheticAnnotatedFrames[k % 3].
 struct SyntheticImageId {
   std::string_view city;
   int sequence = 0;
+  int frame = kAnnotatedFrameOffset;  // the annotated frame; its snippet is frame - 19 .. frame + 10
 };
 SyntheticImageId synthetic_image_id(Split split, int index, int count);
 int synthetic_num_cities(Split split, int count);
@@ -81,8 +91,8 @@ struct SyntheticFrame {
   std::vector<uint8_t> label_ids;  // (height, width), Cityscapes labelIds
 };
 
-// Renders the given frames (0..29) of the snippet of image `index` of `split`: the same pixels the
-// writer produces for that image, without touching the disk.
+// Renders the given frames (offsets 0..29; 19 is the annotated one) of the snippet of image `index`
+// of `split`: the same pixels the writer produces for that image, without touching the disk.
 std::vector<SyntheticFrame> render_synthetic_snippet(uint64_t seed, Split split, int index, int width,
                                                      int height, const std::vector<int>& frames);
 

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
@@ -103,17 +104,20 @@ void add_snippet(const fs::path& root, const std::string& split, const std::stri
     write_frame(sequence_file(root, split, city, seq, f), f);
 }
 
-// A small tree: train has aachen (2 annotated images, 2 snippets) and bochum (1 and 1, the
-// frankfurt-like one at an offset start); val has one city.
+// An annotated image and its whole snippet: the annotated frame is the 20th of the 30.
+void add_annotated_snippet(const fs::path& root, const std::string& split, const std::string& city,
+                           int seq, int annotated) {
+  add_annotated(root, split, city, seq, annotated);
+  add_snippet(root, split, city, seq, annotated - kAnnotatedFrameOffset);
+}
+
+// A small tree: train has aachen (2 annotated images, 2 snippets) and bochum (1 and 1, annotated
+// at 000294, so its snippet starts at 000275); val has one city.
 void build_tree(const fs::path& root) {
-  add_annotated(root, "train", "aachen", 0, 19);
-  add_annotated(root, "train", "aachen", 1, 19);
-  add_annotated(root, "train", "bochum", 0, 294);
-  add_annotated(root, "val", "lindau", 0, 19);
-  add_snippet(root, "train", "aachen", 0, 0);
-  add_snippet(root, "train", "aachen", 1, 0);
-  add_snippet(root, "train", "bochum", 0, 275);
-  add_snippet(root, "val", "lindau", 0, 0);
+  add_annotated_snippet(root, "train", "aachen", 0, 19);
+  add_annotated_snippet(root, "train", "aachen", 1, 19);
+  add_annotated_snippet(root, "train", "bochum", 0, 294);
+  add_annotated_snippet(root, "val", "lindau", 0, 19);
 }
 
 CityscapesOptions options_for(const fs::path& root, Split split = Split::train) {
@@ -213,6 +217,14 @@ TEST_CASE("scanning errors name the folder or file, or are skipped with counted 
                    (root / "gtFine" / "val").string() + ": missing split folder"));
     CHECK(contains(error_of([&] { scan_snippets(options_for(root, Split::test)); }),
                    (root / "leftImg8bit_sequence" / "test").string() + ": missing split folder"));
+    // The snippets are anchored on the annotated images: without leftImg8bit/{split}, an error
+    // naming it and why it is needed, from the scan and from the cached index alike.
+    fs::remove_all(root / "leftImg8bit" / "val");
+    const std::string needed = (root / "leftImg8bit" / "val").string() +
+                               ": missing annotated image folder, needed for the snippets of " +
+                               (root / "leftImg8bit_sequence" / "val").string();
+    CHECK(contains(error_of([&] { scan_snippets(options_for(root, Split::val)); }), needed));
+    CHECK(contains(error_of([&] { load_snippet_index(options_for(root, Split::val)); }), needed));
   }
   SUBCASE("an image without its label, and skipping it") {
     write_frame(image_file(root, "train", "aachen", 2, 19), 19);
@@ -327,14 +339,15 @@ TEST_CASE("snippets: 30-frame windows with the study's columns; missing frames a
                  "frame offset 30 outside 0..29"));
 
   // Two snippets of one sequence (as frankfurt's): both found.
-  add_snippet(tmp.path, "train", "bochum", 0, 557);
+  add_annotated_snippet(tmp.path, "train", "bochum", 0, 576);
   CHECK(scan_snippets(options_for(tmp.path)).snippets.size() == 4);
 
-  // A frame missing in the middle.
+  // A frame missing in the middle: named by the snippet's annotated frame.
   fs::remove(sequence_file(tmp.path, "train", "bochum", 0, 560));
   const std::string e = error_of([&] { scan_snippets(options_for(tmp.path)); });
-  CHECK(contains(e, sequence_file(tmp.path, "train", "bochum", 0, 557).string() +
-                        ": the snippet of frames 000557 000586 lacks 1 of its 30 frames: 000560"));
+  CHECK(contains(e, sequence_file(tmp.path, "train", "bochum", 0, 576).string() +
+                        ": the snippet annotated at 000576 (frames 000557..000586) lacks 1 of its "
+                        "30 frames: 000560"));
   // The last frames missing.
   write_frame(sequence_file(tmp.path, "train", "bochum", 0, 560), 560);
   fs::remove(sequence_file(tmp.path, "train", "bochum", 0, 585));
@@ -346,6 +359,118 @@ TEST_CASE("snippets: 30-frame windows with the study's columns; missing frames a
   const SnippetIndex skipped = scan_snippets(o);
   CHECK(skipped.snippets.size() == 3);
   CHECK(skipped.report.skipped == 1);
+}
+
+TEST_CASE("snippets are anchored on the annotated frames: frames annotated-19 .. annotated+10") {
+  TempDir tmp;
+  build_tree(tmp.path);
+  const fs::path& root = tmp.path;
+  CityscapesOptions skip = options_for(root);
+  skip.skip_incomplete = true;
+
+  SUBCASE("two adjacent snippets in one sequence, frame 0 missing") {
+    add_annotated_snippet(root, "train", "cologne", 3, 19);
+    add_annotated_snippet(root, "train", "cologne", 3, 49);
+    fs::remove(sequence_file(root, "train", "cologne", 3, 0));
+    // Not a window 000001..000030 straddling both: the first snippet lacks its frame 000000.
+    const std::string e = error_of([&] { scan_snippets(options_for(root)); });
+    CHECK_MESSAGE(contains(e, sequence_file(root, "train", "cologne", 3, 19).string() +
+                                  ": the snippet annotated at 000019 (frames 000000..000029) lacks "
+                                  "1 of its 30 frames: 000000"),
+                  e);
+    const SnippetIndex index = scan_snippets(skip);
+    CHECK(index.report.skipped == 1);
+    REQUIRE(index.report.warnings.size() == 1);
+    CHECK(contains(index.report.warnings[0], "skipped: "));
+    CHECK(contains(index.report.warnings[0], "lacks 1 of its 30 frames: 000000"));
+    REQUIRE(index.snippets.size() == 4);
+    const Snippet& c = index.snippets[3];
+    CHECK(c.city == "cologne");
+    CHECK(c.sequence == 3);
+    CHECK(c.start == 30);
+    CHECK(c.end == 59);
+    CHECK(c.annotation == 49);
+    CHECK(c.id() == "cologne_000003_000049");
+    CHECK(c.frame_path(root, 0) == sequence_file(root, "train", "cologne", 3, 30));
+    CHECK(c.frame_path(root, 19) == sequence_file(root, "train", "cologne", 3, 49));
+    CHECK(c.frame_path(root, 29) == sequence_file(root, "train", "cologne", 3, 59));
+    // The video datasets read the frames of the intact one, start+0 .. start+29.
+    skip.use_cache = false;
+    FutureFrameDataset ds(skip, plain_video(), FutureFrameOptions{{0, 19}, {29}});
+    REQUIRE(ds.size() == 4);
+    const Sample s = ds.get(3, 0);
+    CHECK(frame_of(s.at("inputs").select(0, 0), kImageNetNormalization).first == frame_code(30));
+    CHECK(frame_of(s.at("inputs").select(0, 1), kImageNetNormalization).first == frame_code(49));
+    CHECK(frame_of(s.at("targets").select(0, 0), kSymmetricNormalization).first == frame_code(59));
+  }
+  SUBCASE("an annotated frame other than 19: bochum_000000_000313 is frames 000294..000323") {
+    add_annotated_snippet(root, "train", "darmstadt", 0, 313);
+    const SnippetIndex index = scan_snippets(options_for(root));
+    REQUIRE(index.snippets.size() == 4);
+    const Snippet& d = index.snippets[3];
+    CHECK(d.city == "darmstadt");
+    CHECK(d.start == 294);
+    CHECK(d.end == 323);
+    CHECK(d.annotation == 313);
+    CHECK(index.report.warnings.empty());
+  }
+  SUBCASE("the missing frames are listed exactly, runs as first..last") {
+    for (int f : {275, 280, 281, 282, 283, 285, 286, 304})
+      fs::remove(sequence_file(root, "train", "bochum", 0, f));
+    CHECK(contains(error_of([&] { scan_snippets(options_for(root)); }),
+                   sequence_file(root, "train", "bochum", 0, 294).string() +
+                       ": the snippet annotated at 000294 (frames 000275..000304) lacks 8 of its "
+                       "30 frames: 000275 000280..000283 000285 000286 000304"));
+  }
+  SUBCASE("an annotated image without any sequence frame is a problem") {
+    add_annotated(root, "train", "aachen", 5, 49);
+    add_annotated(root, "train", "hamburg", 0, 19);  // no sequence city folder at all
+    CHECK(contains(error_of([&] { scan_snippets(options_for(root)); }),
+                   sequence_file(root, "train", "aachen", 5, 49).string() +
+                       ": the snippet annotated at 000049 (frames 000030..000059) lacks 30 of its "
+                       "30 frames: 000030..000059"));
+    const SnippetIndex index = scan_snippets(skip);
+    CHECK(index.snippets.size() == 3);
+    CHECK(index.report.skipped == 2);
+    REQUIRE(index.report.warnings.size() == 2);
+    CHECK(contains(index.report.warnings[1],
+                   sequence_file(root, "train", "hamburg", 0, 19).string() +
+                       ": the snippet annotated at 000019 (frames 000000..000029) lacks 30"));
+    // An annotated frame before 000019 has no 30-frame snippet.
+    add_annotated(root, "train", "aachen", 6, 5);
+    const SnippetIndex more = scan_snippets(skip);
+    CHECK(more.report.skipped == 3);
+    REQUIRE(more.report.warnings.size() == 3);
+    CHECK(contains(more.report.warnings[1],
+                   "aachen_000006_000005_leftImg8bit.png: the snippet annotated at 000005 would "
+                   "start at frame -14"));
+  }
+  SUBCASE("frames of no annotated snippet are ignored, one warning per city folder") {
+    add_snippet(root, "train", "aachen", 0, 100);                  // 100..129
+    write_frame(sequence_file(root, "train", "aachen", 7, 5), 5);  // a lone frame
+    add_snippet(root, "train", "erfurt", 0, 0);                    // no annotated image
+    // Not an annotated image's name: it anchors nothing (scan_annotated reports it).
+    std::ofstream(root / "leftImg8bit" / "train" / "aachen" / "notes.txt") << "x";
+    const SnippetIndex index = scan_snippets(options_for(root));
+    CHECK(index.snippets.size() == 3);
+    CHECK(index.report.skipped == 0);
+    REQUIRE(index.report.warnings.size() == 2);
+    const fs::path seq = root / "leftImg8bit_sequence" / "train";
+    CHECK(index.report.warnings[0] ==
+          (seq / "aachen").string() + ": ignored 31 frame(s) outside the snippets of the " +
+              "annotated images in " + (root / "leftImg8bit" / "train" / "aachen").string() +
+              " (first: aachen_000000_000100_leftImg8bit.png)");
+    CHECK(contains(index.report.warnings[1], (seq / "erfurt").string() + ": ignored 30 frame(s)"));
+    // Beside a skipped snippet: a dataset's notice names the first skipped one, not the note.
+    fs::remove(sequence_file(root, "train", "bochum", 0, 300));
+    skip.use_cache = false;
+    const std::string notice = stderr_of([&] { TripletDataset ds(skip, plain_video()); });
+    CHECK_MESSAGE(contains(notice, "video dataset: skipped 1 incomplete sample(s) in " +
+                                       seq.string() + " (first: skipped: " +
+                                       sequence_file(root, "train", "bochum", 0, 294).string() +
+                                       ": the snippet annotated at 000294"),
+                  notice);
+  }
 }
 
 TEST_CASE(
@@ -373,14 +498,24 @@ TEST_CASE(
     CHECK(second.snippets[i].start == first.snippets[i].start);
     CHECK(second.snippets[i].annotation == first.snippets[i].annotation);
   }
-  // A new snippet: rebuilt.
+  // New sequence frames without their annotated image: rebuilt, ignored with a note.
   add_snippet(tmp.path, "train", "bochum", 0, 557);
+  const SnippetIndex stray = load_snippet_index(o);
+  CHECK_FALSE(stray.from_cache);
+  CHECK(stray.snippets.size() == 3);
+  REQUIRE(stray.report.warnings.size() == 1);
+  CHECK(contains(stray.report.warnings[0], "ignored 30 frame(s)"));
+  CHECK(load_snippet_index(o).report.warnings == stray.report.warnings);  // kept in the cache
+  // Their annotated image alone (leftImg8bit and gtFine change, not the sequences): rebuilt, a
+  // new snippet.
+  add_annotated(tmp.path, "train", "bochum", 0, 576);
   const SnippetIndex third = load_snippet_index(o);
   CHECK_FALSE(third.from_cache);
   CHECK(third.snippets.size() == 4);
+  CHECK(third.report.warnings.empty());
   CHECK(load_snippet_index(o).from_cache);
   // A new city: rebuilt.
-  add_snippet(tmp.path, "train", "cologne", 2, 100);
+  add_annotated_snippet(tmp.path, "train", "cologne", 2, 119);
   CHECK(load_snippet_index(o).snippets.size() == 5);
   // A frame removed: rebuilt, and the error shows.
   fs::remove(sequence_file(tmp.path, "train", "cologne", 2, 101));
@@ -392,6 +527,26 @@ TEST_CASE(
   const SnippetIndex rebuilt = load_snippet_index(o);
   CHECK_FALSE(rebuilt.from_cache);
   CHECK(rebuilt.snippets.size() == 5);
+  // A cache of the previous format version (snippets not anchored on the annotated frames) is
+  // rebuilt; the fingerprint covers the annotated image folders.
+  auto read_json = [&] {
+    std::ifstream in(root_cache_file(o));
+    return nlohmann::json::parse(in);
+  };
+  nlohmann::json j = read_json();
+  CHECK(j.at("fingerprint").contains("annotated"));
+  CHECK(j.at("fingerprint").contains("sequences"));
+  REQUIRE(load_snippet_index(o).from_cache);
+  j["version"] = 1;
+  std::ofstream(root_cache_file(o)) << j.dump();
+  CHECK_FALSE(load_snippet_index(o).from_cache);
+  // A row breaking end = start + 29 or annotation = start + 19 makes the file invalid: rebuilt.
+  j = read_json();
+  j["rows"][0][4] = j["rows"][0][2].get<int>() + 20;
+  std::ofstream(root_cache_file(o)) << j.dump();
+  const SnippetIndex fixed = load_snippet_index(o);
+  CHECK_FALSE(fixed.from_cache);
+  CHECK(fixed.snippets[0].annotation == fixed.snippets[0].start + 19);
   // Another option (skip_incomplete) does not reuse the cache.
   CityscapesOptions skip = o;
   skip.skip_incomplete = true;

@@ -1,5 +1,6 @@
 // The synthetic Cityscapes generator: the written tree's layout and naming (checked against names
-// spelled out here, not the generator's own), frame 19 identical to the annotated image, label
+// spelled out here, not the generator's own: annotated frames 000019, 000049 and 000313, adjacent
+// snippets in one sequence), the 20th snippet frame identical to the annotated image, label
 // consistency between labelIds / labelTrainIds / color, the classes a modest set covers,
 // determinism and thread-count independence, motion between frames, and the app's argument errors.
 #include <doctest/doctest.h>
@@ -42,7 +43,7 @@ SyntheticOptions small_options(const fs::path& out) {
   o.out_dir = out;
   o.width = 64;
   o.height = 32;
-  o.num_train = 2;
+  o.num_train = 7;  // aachen 3 (all three annotated frames of a sequence), bochum 2, bremen 2
   o.num_val = 1;
   o.num_test = 1;
   o.seed = 7;
@@ -94,7 +95,8 @@ TEST_CASE("cities and image ids follow the real dataset's names") {
   CHECK(cityscapes_cities(Split::train).front() == "aachen");
   CHECK(cityscapes_cities(Split::val) == std::vector<std::string_view>{"frankfurt", "lindau", "munster"});
   CHECK(cityscapes_cities(Split::test).front() == "berlin");
-  // 2975 training images over 3 + 2975 / 200 = 17 cities, in contiguous blocks numbered from 0.
+  // 2975 training images over 3 + 2975 / 200 = 17 cities, in contiguous blocks; within a city,
+  // three images per sequence number (from 0), annotated at frames 19, 49 and 313.
   CHECK(synthetic_num_cities(Split::train, 2975) == 17);
   CHECK(synthetic_num_cities(Split::val, 500) == 3);
   CHECK(synthetic_num_cities(Split::val, 1) == 1);
@@ -103,19 +105,36 @@ TEST_CASE("cities and image ids follow the real dataset's names") {
   SyntheticImageId previous = synthetic_image_id(Split::train, 0, 2975);
   CHECK(previous.city == "aachen");
   CHECK(previous.sequence == 0);
+  CHECK(previous.frame == 19);
   used.insert(previous.city);
   for (int i = 1; i < 2975; ++i) {
     const SyntheticImageId id = synthetic_image_id(Split::train, i, 2975);
     if (id.city == previous.city) {
-      REQUIRE(id.sequence == previous.sequence + 1);
+      if (previous.frame == 19) {
+        REQUIRE(id.sequence == previous.sequence);
+        REQUIRE(id.frame == 49);
+      } else if (previous.frame == 49) {
+        REQUIRE(id.sequence == previous.sequence);
+        REQUIRE(id.frame == 313);
+      } else {
+        REQUIRE(previous.frame == 313);
+        REQUIRE(id.sequence == previous.sequence + 1);
+        REQUIRE(id.frame == 19);
+      }
     } else {
       REQUIRE(id.sequence == 0);
+      REQUIRE(id.frame == 19);
       REQUIRE(used.count(id.city) == 0);  // contiguous blocks
     }
     used.insert(id.city);
     previous = id;
   }
   CHECK(used.size() == 17);
+  // 7 images over 3 cities: 3, 2, 2.
+  CHECK(synthetic_image_id(Split::train, 2, 7).city == "aachen");
+  CHECK(synthetic_image_id(Split::train, 2, 7).frame == 313);
+  CHECK(synthetic_image_id(Split::train, 3, 7).city == "bochum");
+  CHECK(synthetic_image_id(Split::train, 4, 7).frame == 49);
   CHECK_THROWS_AS(synthetic_image_id(Split::val, 3, 3), Error);
 }
 
@@ -124,31 +143,43 @@ TEST_CASE("a small tree has exactly the expected files, names and sizes") {
   const SyntheticOptions o = small_options(dir.path);
   int64_t last_done = 0, calls = 0;
   const SyntheticSummary summary = write_synthetic_cityscapes(o, [&](int64_t done, int64_t total) {
-    CHECK(total == 4);
+    CHECK(total == 9);
     CHECK(done == last_done + 1);
     last_done = done;
     ++calls;
   });
-  CHECK(calls == 4);
-  // Spelled out: 2 train images over 2 cities, 1 val and 1 test image, sequence 0 of each city.
-  const std::vector<std::pair<std::string, std::string>> images = {
-      {"train", "aachen"}, {"train", "bochum"}, {"val", "frankfurt"}, {"test", "berlin"}};
+  CHECK(calls == 9);
+  // Spelled out: 7 train images over 3 cities (3, 2, 2), 1 val and 1 test image; sequence 0 of each
+  // city, annotated at 000019 (frames 000000..000029), 000049 (000030..000059, adjacent) and 000313
+  // (000294..000323).
+  struct Written {
+    std::string split, city;
+    int annotated;
+    std::string stem() const { return city + "_000000_"; }
+  };
+  const std::vector<Written> images = {{"train", "aachen", 19},  {"train", "aachen", 49},  {"train", "aachen", 313},
+                                     {"train", "bochum", 19},  {"train", "bochum", 49},  {"train", "bremen", 19},
+                                     {"train", "bremen", 49},  {"val", "frankfurt", 19}, {"test", "berlin", 19}};
   std::set<std::string> expected;
-  for (const auto& [split, city] : images) {
-    const std::string stem = city + "_000000_";
-    expected.insert("leftImg8bit/" + split + "/" + city + "/" + stem + "000019_leftImg8bit.png");
-    expected.insert("gtFine/" + split + "/" + city + "/" + stem + "000019_gtFine_labelIds.png");
-    expected.insert("gtFine/" + split + "/" + city + "/" + stem + "000019_gtFine_labelTrainIds.png");
-    expected.insert("gtFine/" + split + "/" + city + "/" + stem + "000019_gtFine_color.png");
-    for (int f = 0; f < 30; ++f)
+  for (const Written& im : images) {
+    const std::string stem = im.stem(), a = six(im.annotated), city = im.city, split = im.split;
+    expected.insert("leftImg8bit/" + split + "/" + city + "/" + stem + a + "_leftImg8bit.png");
+    expected.insert("gtFine/" + split + "/" + city + "/" + stem + a + "_gtFine_labelIds.png");
+    expected.insert("gtFine/" + split + "/" + city + "/" + stem + a + "_gtFine_labelTrainIds.png");
+    expected.insert("gtFine/" + split + "/" + city + "/" + stem + a + "_gtFine_color.png");
+    for (int f = im.annotated - 19; f <= im.annotated + 10; ++f)
       expected.insert("leftImg8bit_sequence/" + split + "/" + city + "/" + stem + six(f) + "_leftImg8bit.png");
   }
   CHECK(expected.count("leftImg8bit_sequence/train/bochum/bochum_000000_000029_leftImg8bit.png") == 1);
+  CHECK(expected.count("leftImg8bit_sequence/train/bochum/bochum_000000_000059_leftImg8bit.png") == 1);
+  CHECK(expected.count("leftImg8bit_sequence/train/aachen/aachen_000000_000294_leftImg8bit.png") == 1);
+  CHECK(expected.count("leftImg8bit_sequence/train/aachen/aachen_000000_000323_leftImg8bit.png") == 1);
+  CHECK(expected.size() == 9 * 34);
   const std::set<std::string> written = list_files(dir.path);
   CHECK(written == expected);  // nothing missing, nothing extra (no temporary files left behind)
   CHECK(summary.files == static_cast<int64_t>(expected.size()));
-  CHECK(summary.images == std::array<int, 3>{2, 1, 1});
-  CHECK(summary.cities == std::array<int, 3>{2, 1, 1});
+  CHECK(summary.images == std::array<int, 3>{7, 1, 1});
+  CHECK(summary.cities == std::array<int, 3>{3, 1, 1});
   CHECK(summary.threads == 2);
   int64_t bytes = 0;
   for (const std::string& f : written) {
@@ -167,16 +198,28 @@ TEST_CASE("a small tree has exactly the expected files, names and sizes") {
   CHECK(summary.bytes == bytes);
   int64_t pixels = 0;
   for (int64_t p : summary.label_pixels) pixels += p;
-  CHECK(pixels == 4 * 64 * 32);
+  CHECK(pixels == 9 * 64 * 32);
 
-  SUBCASE("frame 19 of each snippet is the annotated image, byte for byte") {
-    for (const auto& [split, city] : images) {
-      const std::string stem = city + "_000000_";
-      const auto annotated = file_bytes(dir.path / "leftImg8bit" / split / city / (stem + "000019_leftImg8bit.png"));
-      const fs::path seq = dir.path / "leftImg8bit_sequence" / split / city;
-      CHECK(file_bytes(seq / (stem + "000019_leftImg8bit.png")) == annotated);
-      CHECK(file_bytes(seq / (stem + "000018_leftImg8bit.png")) != annotated);
-      CHECK(file_bytes(seq / (stem + "000020_leftImg8bit.png")) != annotated);
+  SUBCASE("the 20th frame of each snippet is the annotated image, byte for byte") {
+    for (const Written& im : images) {
+      const std::string stem = im.stem();
+      const auto annotated =
+          file_bytes(dir.path / "leftImg8bit" / im.split / im.city / (stem + six(im.annotated) + "_leftImg8bit.png"));
+      const fs::path seq = dir.path / "leftImg8bit_sequence" / im.split / im.city;
+      CHECK(file_bytes(seq / (stem + six(im.annotated) + "_leftImg8bit.png")) == annotated);
+      CHECK(file_bytes(seq / (stem + six(im.annotated - 1) + "_leftImg8bit.png")) != annotated);
+      CHECK(file_bytes(seq / (stem + six(im.annotated + 1) + "_leftImg8bit.png")) != annotated);
+    }
+  }
+
+  SUBCASE("the pixels depend on the frame offset in the snippet, not on the frame number") {
+    // aachen's images 0, 1, 2 are annotated at 19, 49 and 313: frame start + t is offset t.
+    for (int index = 0; index < 3; ++index) {
+      const Written& im = images[static_cast<size_t>(index)];
+      const std::vector<SyntheticFrame> f = render_synthetic_snippet(o.seed, Split::train, index, 64, 32, {0, 29});
+      const fs::path seq = dir.path / "leftImg8bit_sequence" / im.split / im.city;
+      CHECK(read_png_rgb(seq / (im.stem() + six(im.annotated - 19) + "_leftImg8bit.png")).pixels == f[0].rgb);
+      CHECK(read_png_rgb(seq / (im.stem() + six(im.annotated + 10) + "_leftImg8bit.png")).pixels == f[1].rgb);
     }
   }
 
@@ -184,7 +227,7 @@ TEST_CASE("a small tree has exactly the expected files, names and sizes") {
     CityscapesOptions co;
     co.root = dir.path;
     co.use_cache = false;  // no index file written into the tree
-    const int expected_count[3] = {2, 1, 1};
+    const int expected_count[3] = {7, 1, 1};
     for (Split split : {Split::train, Split::val, Split::test}) {
       co.split = split;
       for (LabelSource labels : {LabelSource::label_ids, LabelSource::train_ids}) {
@@ -193,27 +236,37 @@ TEST_CASE("a small tree has exactly the expected files, names and sizes") {
         CHECK(set.samples.size() == static_cast<size_t>(expected_count[static_cast<int>(split)]));
         CHECK(set.report.skipped == 0);
       }
+      // Exactly one snippet per annotated image, anchored on its annotated frame (the adjacent
+      // 000000..000029 and 000030..000059 apart), and no frame left over.
       const SnippetIndex index = scan_snippets(co);
-      REQUIRE(index.snippets.size() == static_cast<size_t>(expected_count[static_cast<int>(split)]));
       CHECK(index.report.skipped == 0);
+      CHECK(index.report.warnings.empty());
+      std::vector<std::string> got, want;
       for (const Snippet& s : index.snippets) {
-        CHECK(s.start == 0);
-        CHECK(s.end == 29);
-        CHECK(s.annotation == 19);
+        CHECK(s.sequence == 0);
+        CHECK(s.start == s.annotation - 19);
+        CHECK(s.end == s.annotation + 10);
+        got.push_back(s.city + " " + six(s.start) + " " + six(s.annotation));
       }
+      for (const Written& im : images)
+        if (im.split == split_name(split))
+          want.push_back(im.city + " " + six(im.annotated - 19) + " " + six(im.annotated));
+      CHECK(got == want);
     }
     co.split = Split::train;
     const AnnotatedSet train = scan_annotated(co);
     CHECK(train.samples[0].id() == "aachen_000000_000019");
-    CHECK(train.samples[1].id() == "bochum_000000_000019");
+    CHECK(train.samples[1].id() == "aachen_000000_000049");
+    CHECK(train.samples[2].id() == "aachen_000000_000313");
+    CHECK(train.samples[3].id() == "bochum_000000_000019");
     CHECK(list_files(dir.path) == expected);
   }
 
   SUBCASE("labelIds, labelTrainIds and color agree, with table ids only") {
     std::set<int> ids;
-    for (const auto& [split, city] : images) {
-      const fs::path gt = dir.path / "gtFine" / split / city;
-      const std::string stem = city + "_000000_000019_gtFine_";
+    for (const Written& im : images) {
+      const fs::path gt = dir.path / "gtFine" / im.split / im.city;
+      const std::string stem = im.stem() + six(im.annotated) + "_gtFine_";
       const GreyImage label_ids = read_png_grey(gt / (stem + "labelIds.png"));
       const GreyImage train_ids = read_png_grey(gt / (stem + "labelTrainIds.png"));
       const Image colour = read_png_rgb(gt / (stem + "color.png"));
@@ -280,7 +333,7 @@ TEST_CASE("same seed gives the same bytes whatever the thread count; another see
   int differing = 0;
   for (const std::string& f : files)
     if (f.rfind("leftImg8bit/", 0) == 0) differing += file_bytes(a.path / f) != file_bytes(c.path / f);
-  CHECK(differing == 4);
+  CHECK(differing == 9);
   // In memory as well: the renderer is a pure function of (seed, split, index, size, frame).
   const auto x = render_synthetic_snippet(3, Split::val, 5, 96, 48, {0, 19});
   const auto y = render_synthetic_snippet(3, Split::val, 5, 96, 48, {0, 19});
