@@ -35,4 +35,18 @@ SegmentationScores segmentation_scores(const std::vector<int64_t>& confusion, in
 // numbered); otherwise it must have one name per class.
 std::string scores_table(const SegmentationScores& scores, const std::vector<std::string>& class_names = {});
 
+// ---- image quality (future frame prediction) ----
+// Over images (n, c, h, w) (or any (..., h, w)) of equal shapes, f32 or f64 on any device (copied
+// to the host), values in [0, data_range]; every figure is the mean over the images (each (c, h,
+// w) slice of the leading dims counts once: for (n, t, c, h, w) frames pass a view (n * t, c, h,
+// w)).
+// PSNR per image = 10 log10(data_range^2 / MSE), +inf for an exact image (then capped at 100 dB so
+// that a mean stays finite).
+double mean_psnr(const Tensor& prediction, const Tensor& target, double data_range = 1.0);
+// SSIM (Wang et al. 2004, their MATLAB ssim_index): an 11x11 Gaussian window of sigma 1.5 over
+// the valid region (no padding), K1 = 0.01, K2 = 0.03, per channel, averaged over the channel's
+// valid pixels, then over channels and images. Images smaller than 11x11 use a window of their
+// smaller side (odd, sigma 1.5).
+double mean_ssim(const Tensor& prediction, const Tensor& target, double data_range = 1.0);
+
 }  // namespace seg

@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
 namespace seg::models {
 
 namespace {
@@ -60,6 +63,11 @@ FutureFrameNet::FutureFrameNet(const FutureFrameNetOptions& opts, Generator& gen
   }
   head =
       register_module("head", std::make_shared<nn::Conv2d>(channels(0), 3 * opts.outputs, 1, gen));
+  if (opts.residual) {
+    NoGradGuard no_grad;
+    head->weight.fill_(0.0);
+    head->bias.fill_(0.0);
+  }
 }
 
 int64_t FutureFrameNet::channels(int level) const {
@@ -69,6 +77,12 @@ int64_t FutureFrameNet::channels(int level) const {
 }
 
 Tensor FutureFrameNet::forward(const Tensor& inputs) {
+  SEG_CHECK(!options.residual,
+            "FutureFrameNet: a residual network needs the last input frame: forward(inputs, last)");
+  return forward(inputs, Tensor());
+}
+
+Tensor FutureFrameNet::forward(const Tensor& inputs, const Tensor& last) {
   const int64_t k = options.inputs;
   SEG_CHECK(inputs.defined() && inputs.dim() == 5 && inputs.size(1) == k && inputs.size(2) == 3,
             "FutureFrameNet: expected inputs (n, ", k, ", 3, H, W), got ", inputs.str());
@@ -90,7 +104,25 @@ Tensor FutureFrameNet::forward(const Tensor& inputs) {
   for (size_t i = 0; i < decoder->size(); ++i) {
     y = decoder->at<FutureUp>(i)->forward(y, fused[fused.size() - 2 - i]);
   }
-  y = tanh(head->forward(y));  // (n, 3 M, H, W)
+  y = head->forward(y);  // (n, 3 M, H, W)
+  if (options.residual) {
+    SEG_CHECK(last.defined() && last.dim() == 4 && last.size(0) == n && last.size(1) == 3 &&
+                  last.size(2) == height && last.size(3) == width,
+              "FutureFrameNet: expected the last frame (", n, ", 3, ", height, ", ", width,
+              "), got ", last.defined() ? last.str() : std::string("none"));
+    constexpr double kEdge = 1.0 - 1e-3;
+    Tensor base;
+    {
+      NoGradGuard no_grad;
+      // clamp to [-kEdge, kEdge] with the ops there are: max with -kEdge, then min with kEdge.
+      const Tensor lo = add_scalar(relu(add_scalar(last.detach(), kEdge)), -kEdge);
+      const Tensor c = rsub_scalar(kEdge, relu(rsub_scalar(kEdge, lo)));
+      base = mul_scalar(log(add_scalar(c, 1.0) / rsub_scalar(1.0, c)), 0.5);  // atanh
+    }
+    y = y.reshape({n, options.outputs, 3, height, width}) + base.unsqueeze(1);
+    return tanh(y);
+  }
+  y = tanh(y);
   return y.reshape({n, options.outputs, 3, height, width});
 }
 

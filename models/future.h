@@ -26,6 +26,12 @@
 //   skip of level l - 1 ([skip, up], as UNet), then conv3x3 (2 C_{l-1} -> C_{l-1}) + BN + ReLU.
 //   After L steps: full resolution, C_0 channels; `head` 1x1 conv to 3 M channels (output frame m
 //   is channels 3m..3m+2), tanh.
+// - Residual (an option, not the study's): frame m = tanh(head_m + atanh(last)), last being the last
+//   input frame in [-1, 1] (clamped to +-(1 - 1e-3) so atanh stays finite), with the head's weight
+//   and bias zero at init. A network that has learnt nothing then scores exactly the "repeat the
+//   last frame" baseline, which a plain tanh decoder reaches only after learning to copy its input
+//   through every skip; what it learns is the change from the last frame, in tanh's
+//   pre-activation space. The atanh of the data is no part of the graph (no gradient).
 // - Convs followed by BN have no bias; init is PyTorch's default for every conv (layers.h); BN
 //   momentum 0.1 (PyTorch's).
 // - Defaults: K = 3, M = 3 (the study), base_channels 32, levels 4: widths 32..512, bottom at
@@ -43,6 +49,9 @@ struct FutureFrameNetOptions {
   int64_t outputs = 3;  // M
   int64_t base_channels = 32;
   int levels = 4;  // L: halvings; H and W divisible by 2^L
+  // Residual output (see the notes): every predicted frame is tanh(head + atanh(last input)),
+  // the head initialised to zero, so an untrained network repeats the last input frame.
+  bool residual = false;
 };
 
 // One decoder step: up (transposed conv, BN, ReLU), concatenation with the skip, conv (3x3, BN,
@@ -62,8 +71,11 @@ class FutureFrameNet : public nn::Module {
  public:
   FutureFrameNet(const FutureFrameNetOptions& options, Generator& gen);
 
-  // inputs (n, K, 3, H, W) -> predictions (n, M, 3, H, W) in [-1, 1].
+  // inputs (n, K, 3, H, W) -> predictions (n, M, 3, H, W) in [-1, 1]. Not residual only.
   Tensor forward(const Tensor& inputs) override;
+  // With the last input frame in the predictions' [-1, 1] scale, last (n, 3, H, W) (data: the
+  // inputs are normalised otherwise); required when residual, ignored (may be undefined) if not.
+  Tensor forward(const Tensor& inputs, const Tensor& last);
   // C_l = base_channels * 2^l, l = 0..levels.
   int64_t channels(int level) const;
 

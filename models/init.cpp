@@ -34,7 +34,20 @@ std::string targets_of(const PretrainedOptions& o) {
 std::string PretrainedReport::str() const {
   std::ostringstream os;
   os << file << " into " << target << ": " << load.str();
-  if (!dropped.empty()) os << "; dropped (" << dropped.size() << "): " << join(dropped);
+  if (dropped.empty()) return os.str();
+  os << "; dropped (" << dropped.size() << "): ";
+  constexpr size_t kListed = 8;
+  if (dropped.size() <= kListed) {
+    os << join(dropped);
+    return os.str();
+  }
+  std::vector<std::string> counts;
+  for (const std::string& prefix : drop) {
+    size_t n = 0;
+    for (const std::string& name : dropped) n += starts_with(name, prefix);
+    if (n > 0) counts.push_back(prefix + "* " + std::to_string(n));
+  }
+  os << join(counts);
   return os.str();
 }
 
@@ -52,6 +65,7 @@ PretrainedReport load_pretrained(nn::Module& module, const std::filesystem::path
   PretrainedReport report;
   report.file = path.string();
   report.target = targets_of(options);
+  report.drop = options.drop;
 
   // The model's tensors, and which of them are targets.
   const nn::StateDict own = module.state_dict();

@@ -45,8 +45,10 @@ struct PretrainedReport {
   std::string target;                // the module prefixes, e.g. "backbone."
   nn::LoadReport load;               // names are the model's, except unexpected (the file's)
   std::vector<std::string> dropped;  // file names left out by `drop`
-  // "<file>: loaded 314 of 314 tensors into backbone.; dropped 2 (fc.bias, fc.weight)" and the
-  // problems, every name listed.
+  std::vector<std::string> drop;     // the `drop` prefixes they matched
+  // "<file> into backbone.: loaded 314 of 314 tensors; dropped (2): fc.bias, fc.weight" and the
+  // problems, every name listed; more than 8 dropped names are counted by prefix instead
+  // ("dropped (154): optim.* 153, model.projection.* 1").
   std::string str() const;
 };
 

@@ -182,7 +182,7 @@ struct ColorizationNetOptions {
   double temperature = 1.0;  // > 0: logits = f_t f_r^T / temperature
   ColorMode mode = ColorMode::ab;
   double ab_scale = 110.0;  // ab mode: values are a, b / ab_scale
-  int64_t bins = 16;        // bins mode: Q (Q x Q bins over ab)
+  int64_t bins = 16;        // bins mode: Q (Q x Q bins over ab); odd puts grey (0, 0) at a centre
   double ab_range = 110.0;  // bins mode: the grid covers [-ab_range, ab_range]^2
   double bin_eps = 1e-6;    // bins mode: loss -log(p + bin_eps)
 };

@@ -24,6 +24,7 @@
 #include "engine/ops.h"
 #include "engine/train_state.h"
 #include "models/resnet.h"
+#include "tests/support/app_runner.h"
 #include "tests/support/test_util.h"
 
 using namespace seg;
@@ -32,66 +33,12 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kApps = SEG_APPS_DIR;
-
-struct Result {
-  int status = -1;  // exit code, or 128 + signal
-  std::string output;
-};
-
-// Runs `args` (argv[0] is an app under build/apps) with stdout and stderr captured. When
-// `kill_after` is non-empty, sends SIGTERM once a line of output contains it.
+using Result = AppResult;
 Result run(const std::vector<std::string>& args, const std::string& kill_after = "") {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    dup2(fds[1], 2);
-    close(fds[0]);
-    close(fds[1]);
-    std::vector<char*> argv;
-    const std::string program = kApps + "/" + args[0];
-    argv.push_back(const_cast<char*>(program.c_str()));
-    for (size_t i = 1; i < args.size(); ++i) argv.push_back(const_cast<char*>(args[i].c_str()));
-    argv.push_back(nullptr);
-    execv(program.c_str(), argv.data());
-    _exit(127);
-  }
-  close(fds[1]);
-  Result r;
-  std::string line;
-  bool killed = false;
-  char c;
-  while (read(fds[0], &c, 1) == 1) {
-    r.output += c;
-    if (c != '\n') {
-      line += c;
-      continue;
-    }
-    if (!kill_after.empty() && !killed && line.find(kill_after) != std::string::npos) {
-      kill(pid, SIGTERM);
-      killed = true;
-    }
-    line.clear();
-  }
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return run_app(args, kill_after);
 }
-
 std::vector<json> metrics(const std::filesystem::path& run_dir, const std::string& type) {
-  std::ifstream in(run_dir / "metrics.jsonl");
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line);
-    if (j["type"] == type) out.push_back(j);
-  }
-  return out;
+  return run_metrics(run_dir, type);
 }
 
 // A small synthetic Cityscapes and a config for a tiny UNet, made once.

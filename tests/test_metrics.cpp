@@ -7,6 +7,8 @@
 #include <omp.h>
 
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -15,6 +17,7 @@
 #include "engine/metrics.h"
 #include "engine/ops.h"
 #include "kernels/common/upsample.h"
+#include "tests/support/reference.h"
 
 using namespace seg;
 
@@ -311,4 +314,50 @@ TEST_CASE("segmentation_scores of a confusion matrix: a perfect prediction score
   SegmentationScores s = segmentation_scores(confusion_matrix(from_vector(x, {2, 4, 9, 11}), labels));
   CHECK(s.mean_iou == 1.0);
   CHECK(s.pixel_accuracy == 1.0);
+}
+
+// ---- image quality (PSNR, SSIM) ----
+
+TEST_CASE("mean_psnr and mean_ssim: hand-checked values, identity and argument errors") {
+  // Two constant 12x12 images a and b: every window has means a, b and no variance, so SSIM =
+  // (2ab + c1) / (a^2 + b^2 + c1); PSNR = 10 log10(1 / (a - b)^2).
+  const double a = 0.25, b = 0.75, c1 = 0.01 * 0.01;
+  const Tensor x = full({1, 1, 12, 12}, a, DType::f64);
+  const Tensor y = full({1, 1, 12, 12}, b, DType::f64);
+  CHECK(mean_ssim(x, y) == doctest::Approx((2 * a * b + c1) / (a * a + b * b + c1)).epsilon(1e-12));
+  CHECK(mean_psnr(x, y) == doctest::Approx(10 * std::log10(1.0 / ((a - b) * (a - b)))).epsilon(1e-12));
+  // Identical images: SSIM 1, PSNR capped at 100 dB.
+  Generator gen(3);
+  const Tensor r = rand({2, 3, 15, 13}, gen, DType::f32);
+  CHECK(mean_ssim(r, r) == doctest::Approx(1.0).epsilon(1e-6));
+  CHECK(mean_psnr(r, r) == 100.0);
+  // The range scales both: images in [0, 255] with data_range 255 score as in [0, 1].
+  const Tensor s = rand({2, 3, 15, 13}, gen, DType::f32);
+  CHECK(mean_ssim(mul_scalar(r, 255.0), mul_scalar(s, 255.0), 255.0) ==
+        doctest::Approx(mean_ssim(r, s)).epsilon(1e-5));
+  CHECK(mean_psnr(mul_scalar(r, 255.0), mul_scalar(s, 255.0), 255.0) ==
+        doctest::Approx(mean_psnr(r, s)).epsilon(1e-5));
+  std::string e;
+  try {
+    mean_ssim(r, s.narrow(3, 0, 12));
+  } catch (const std::exception& ex) {
+    e = ex.what();
+  }
+  CHECK(e.find("differ in shape") != std::string::npos);
+}
+
+TEST_CASE("mean_psnr and mean_ssim match an independent PyTorch computation") {
+  if (!test::have_reference("image_metrics.json")) return;
+  std::ifstream f(test::reference_path("image_metrics.json"));
+  const nlohmann::json j = nlohmann::json::parse(f);
+  // Both sides compute in f64 from the same values: only summation order differs.
+  constexpr double kTol = 1e-10;
+  for (const nlohmann::json& c : j["cases"]) {
+    const Shape shape = c["x"]["shape"].get<Shape>();
+    const Tensor x = from_vector(c["x"]["data"].get<std::vector<double>>(), shape);
+    const Tensor y = from_vector(c["y"]["data"].get<std::vector<double>>(), shape);
+    CAPTURE(shape);
+    CHECK(mean_ssim(x, y) == doctest::Approx(c["ssim"].get<double>()).epsilon(kTol));
+    CHECK(mean_psnr(x, y) == doctest::Approx(c["psnr"].get<double>()).epsilon(kTol));
+  }
 }

@@ -10,22 +10,6 @@ namespace seg::app {
 
 namespace {
 
-data::ResizeOptions read_resize(Config& c, const std::string& prefix,
-                                const data::ResizeOptions& d) {
-  data::ResizeOptions r;
-  r.downsample = static_cast<int>(c.get_int(prefix + ".downsample", d.downsample, 1, 64));
-  r.height = static_cast<int>(c.get_int(prefix + ".height", d.height, 0, 1 << 15));
-  r.width = static_cast<int>(c.get_int(prefix + ".width", d.width, 0, 1 << 15));
-  r.interp = data::parse_interp(c.get_string(prefix + ".interp",
-                                             d.interp == data::Interp::area ? "area" : "bilinear",
-                                             {"area", "bilinear"}));
-  SEG_CHECK((r.height == 0) == (r.width == 0), "config: ", prefix,
-            ".height and .width are given together (or neither)");
-  SEG_CHECK(r.height == 0 || r.downsample == 1, "config: ", prefix,
-            " takes downsample or height/width, not both");
-  return r;
-}
-
 class UNetModel final : public SegmentationModel {
  public:
   UNetModel(const models::UNetOptions& options, Generator& gen) : net_(options, gen) {}
@@ -138,8 +122,8 @@ SegmentationExperiment read_segmentation_experiment(Config& c) {
   ex.labels = c.get_string("data.labels", "label_ids", {"label_ids", "train_ids"}) == "label_ids"
                   ? data::LabelSource::label_ids
                   : data::LabelSource::train_ids;
-  ex.train_resize = read_resize(c, "data.resize", data::ResizeOptions{});
-  ex.val_resize = read_resize(c, "data.val_resize", ex.train_resize);
+  ex.train_resize = read_resize_options(c, "data.resize", data::ResizeOptions{});
+  ex.val_resize = read_resize_options(c, "data.val_resize", ex.train_resize);
   const std::string norm =
       c.get_string("data.normalization", ex.arch == "unet" ? "cityscapes" : "imagenet",
                    {"cityscapes", "imagenet"});

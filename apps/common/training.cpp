@@ -483,6 +483,22 @@ Schedule make_schedule(const ScheduleOptions& o, Optimizer& optimizer, int64_t i
   return s;
 }
 
+data::ResizeOptions read_resize_options(Config& c, const std::string& prefix,
+                                        const data::ResizeOptions& d) {
+  data::ResizeOptions r;
+  r.downsample = static_cast<int>(c.get_int(prefix + ".downsample", d.downsample, 1, 64));
+  r.height = static_cast<int>(c.get_int(prefix + ".height", d.height, 0, 1 << 15));
+  r.width = static_cast<int>(c.get_int(prefix + ".width", d.width, 0, 1 << 15));
+  r.interp = data::parse_interp(c.get_string(prefix + ".interp",
+                                             d.interp == data::Interp::area ? "area" : "bilinear",
+                                             {"area", "bilinear"}));
+  SEG_CHECK((r.height == 0) == (r.width == 0), "config: ", prefix,
+            ".height and .width are given together (or neither)");
+  SEG_CHECK(r.height == 0 || r.downsample == 1, "config: ", prefix,
+            " takes downsample or height/width, not both");
+  return r;
+}
+
 int64_t count_parameters(const nn::Module& module) {
   int64_t n = 0;
   for (const Tensor& p : module.parameters()) n += p.numel();

@@ -134,6 +134,11 @@ struct Schedule {
 Schedule make_schedule(const ScheduleOptions& options, Optimizer& optimizer, int64_t iterations,
                        int64_t epochs);
 
+// The image size keys under `prefix` (data.resize, data.val_resize): downsample, height, width,
+// interp ("area" | "bilinear"); `defaults` for the keys not given.
+data::ResizeOptions read_resize_options(Config& config, const std::string& prefix,
+                                        const data::ResizeOptions& defaults);
+
 // Number of parameters (elements) of a module.
 int64_t count_parameters(const nn::Module& module);
 
