@@ -104,22 +104,17 @@ def scaled_sets(name, config, args):
 
 
 def finished(run):
-    """The last validation record of a run that reached its last iteration, else None."""
-    metrics = os.path.join(run, "metrics.jsonl")
-    if not os.path.exists(metrics):
+    """The last validation record of a run that completed (its "done" marker), else None."""
+    if not os.path.exists(os.path.join(run, "done")):
         return None
-    last_val, last_iter, total = None, -1, None
-    with open(metrics) as f:
+    last_val = None
+    with open(os.path.join(run, "metrics.jsonl")) as f:
         for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            r = json.loads(line)
-            if r.get("type") == "val":
-                last_val = r
-            last_iter = max(last_iter, r.get("iteration", -1))
-    done = os.path.exists(os.path.join(run, "done"))
-    return last_val if done else None
+            if line.strip():
+                r = json.loads(line)
+                if r.get("type") == "val":
+                    last_val = r
+    return last_val
 
 
 def run_row(row, args, env):
@@ -154,8 +149,8 @@ def run_row(row, args, env):
     if p.returncode != 0:
         return None, "failed (exit %d): see %s" % (p.returncode, os.path.join(run, "log.txt"))
     with open(os.path.join(run, "done"), "w") as f:
-        f.write("%.0f s\n" % (time.time() - start))
-    return finished(run), "trained in %.0f s" % (time.time() - start)
+        f.write("%.1f s\n" % (time.time() - start))
+    return finished(run), "trained in %.1f s" % (time.time() - start)
 
 
 def figures(kind, r):
