@@ -649,3 +649,38 @@ TEST_CASE("FutureFrameNet: layout, output range and shape, size errors") {
                        }),
                        "FutureFrameNet: expected inputs (n, 3, 3, H, W), got f32 (2,4,3,16,16)"));
 }
+
+TEST_CASE("FutureFrameNet residual: starts at the last frame, learns the change, needs the frame") {
+  Generator gen(0);
+  models::FutureFrameNetOptions o{3, 2, 4, 2};
+  o.residual = true;
+  models::FutureFrameNet net(o, gen);
+  const Tensor inputs = randn({2, 3, 3, 8, 12}, gen);
+  // The last frame in (-1, 1), as the app passes it.
+  const Tensor last = tanh(randn({2, 3, 8, 12}, gen));
+  // Zero head: every predicted frame is the last one, up to atanh/tanh rounding in f32.
+  const Tensor y = net.forward(inputs, last);
+  REQUIRE(y.sizes() == Shape{2, 2, 3, 8, 12});
+  const std::vector<float> got = to_vector<float>(y), want = to_vector<float>(last);
+  constexpr float kRoundTrip = 1e-5f;  // tanh(atanh(x)) in f32 for |x| < 1 - 1e-3
+  const size_t frame = 3 * 8 * 12;
+  for (size_t n = 0; n < 2; ++n) {
+    for (size_t m = 0; m < 2; ++m) {
+      for (size_t k = 0; k < frame; ++k) {
+        CHECK(std::abs(got[(n * 2 + m) * frame + k] - want[n * frame + k]) <= kRoundTrip);
+      }
+    }
+  }
+  // Gradients reach the head (and through it the rest); none reaches the data.
+  Tensor target = zeros({2, 2, 3, 8, 12});
+  l1_loss(y, target).backward();
+  CHECK(net.head->weight.grad().defined());
+  double norm = 0.0;
+  for (float g : to_vector<float>(net.head->weight.grad())) norm += std::abs(g);
+  CHECK(norm > 0.0);
+  // Without the last frame, or with a wrong one: named errors.
+  CHECK(test::contains(test::error_of([&] { net.forward(inputs); }),
+                       "a residual network needs the last input frame"));
+  CHECK(test::contains(test::error_of([&] { net.forward(inputs, last.narrow(3, 0, 6)); }),
+                       "FutureFrameNet: expected the last frame (2, 3, 8, 12)"));
+}
