@@ -14,7 +14,7 @@ work=${2:-runs/demo}
 rm -rf "$work"
 mkdir -p "$work"
 "$build/apps/make_synthetic_cityscapes" --out "$work/cityscapes" --width 256 --height 128 \
-  --train 48 --val 6 --no-sequences > "$work/make_synthetic_cityscapes.log"
+  --train 48 --val 6 --no-sequences > "$work/make_synthetic_cityscapes.log" 2>&1
 echo "demo: synthetic Cityscapes in $work/cityscapes (48 train, 6 val images, 256x128)"
 "$build/apps/train_unet" --config configs/demo.json --data "$work/cityscapes" --run "$work/run"
 "$build/apps/evaluate" --config configs/demo.json --checkpoint "$work/run/best.safetensors" \

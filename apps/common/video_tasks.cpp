@@ -159,11 +159,50 @@ void put_rgb(const float* img, int64_t h, int64_t w, const std::array<float, 3>&
   }
 }
 
+// What every video task shares: its experiment, its two datasets and its network.
+template <class Net>
+class VideoTask : public TrainingTask {
+ public:
+  VideoTask(std::string score_name, std::string score_label, bool higher_is_better)
+      : score_name_(std::move(score_name)),
+        score_label_(std::move(score_label)),
+        higher_is_better_(higher_is_better) {}
+  const TrainingOptions& options() const override { return ex_.train; }
+  std::string score_name() const override { return score_name_; }
+  std::string score_label() const override { return score_label_; }
+  bool higher_is_better() const override { return higher_is_better_; }
+  std::string unit() const override { return "snippet"; }
+  const data::Dataset& train_set() const override { return *train_set_; }
+  const data::Dataset& val_set() const override { return *val_set_; }
+  nn::Module& module() override { return *net_; }
+  std::vector<std::vector<Tensor>> parameter_groups() override { return {net_->parameters()}; }
+
+ protected:
+  // The training set (augmented) and the validation set (fixed) of dataset type DS.
+  template <class DS, class TaskOptions>
+  void make_sets(const std::filesystem::path& root, const TaskOptions& task) {
+    train_set_ = checked(std::make_unique<DS>(where_of(ex_, root, ex_.train_split),
+                                              video_options(ex_, true), task),
+                         root, ex_.train_split, ex_.train.limit_train);
+    val_set_ = checked(std::make_unique<DS>(where_of(ex_, root, ex_.val_split),
+                                            video_options(ex_, false), task),
+                       root, ex_.val_split, ex_.train.limit_val);
+  }
+
+  VideoExperiment ex_;
+  std::unique_ptr<data::Dataset> train_set_, val_set_;
+  std::unique_ptr<Net> net_;
+
+ private:
+  std::string score_name_, score_label_;
+  bool higher_is_better_;
+};
+
 // ---- pretext_triplet ----
 
-class TripletTask final : public TrainingTask {
+class TripletTask final : public VideoTask<models::TripletNet> {
  public:
-  explicit TripletTask(Config& c) {
+  explicit TripletTask(Config& c) : VideoTask("accuracy", "triplet accuracy", true) {
     TrainingDefaults d;
     d.batch_size = 8;
     d.optimizer = "adam";
@@ -178,25 +217,11 @@ class TripletTask final : public TrainingTask {
     ex_ = read_video_experiment(c, d, /*with_backbone=*/true, /*with_samples=*/false);
     net_options_.backbone = ex_.backbone;
   }
-  const TrainingOptions& options() const override { return ex_.train; }
-  std::string score_name() const override { return "accuracy"; }
-  std::string score_label() const override { return "triplet accuracy"; }
-  bool higher_is_better() const override { return true; }
-  std::string unit() const override { return "snippet"; }
 
   void build(const std::filesystem::path& root, Generator& gen) override {
-    train_set_ = checked(std::make_unique<data::TripletDataset>(
-                             where_of(ex_, root, ex_.train_split), video_options(ex_, true), triplet_),
-                         root, ex_.train_split, ex_.train.limit_train);
-    val_set_ = checked(std::make_unique<data::TripletDataset>(where_of(ex_, root, ex_.val_split),
-                                                              video_options(ex_, false), triplet_),
-                       root, ex_.val_split, ex_.train.limit_val);
+    make_sets<data::TripletDataset>(root, triplet_);
     net_ = std::make_unique<models::TripletNet>(net_options_, gen);
   }
-  const data::Dataset& train_set() const override { return *train_set_; }
-  const data::Dataset& val_set() const override { return *val_set_; }
-  nn::Module& module() override { return *net_; }
-  std::vector<std::vector<Tensor>> parameter_groups() override { return {net_->parameters()}; }
   std::string describe() const override {
     return "TripletNet (" + backbone_text(net_options_.backbone) + ", embedding " +
            std::to_string(net_->embedding_dim()) + ", L" + std::to_string(p_) + " margin " +
@@ -236,20 +261,17 @@ class TripletTask final : public TrainingTask {
   }
 
  private:
-  VideoExperiment ex_;
   models::TripletNetOptions net_options_;
   data::TripletOptions triplet_;
   int p_ = 1;
   double margin_ = 1.0;
-  std::unique_ptr<data::Dataset> train_set_, val_set_;
-  std::unique_ptr<models::TripletNet> net_;
 };
 
 // ---- pretext_order ----
 
-class OrderTask final : public TrainingTask {
+class OrderTask final : public VideoTask<models::FrameOrderNet> {
  public:
-  explicit OrderTask(Config& c) {
+  explicit OrderTask(Config& c) : VideoTask("accuracy", "order accuracy", true) {
     TrainingDefaults d;
     d.batch_size = 8;
     d.optimizer = "adam";
@@ -264,27 +286,13 @@ class OrderTask final : public TrainingTask {
     ex_ = read_video_experiment(c, d, /*with_backbone=*/true, /*with_samples=*/false);
     net_options_.backbone = ex_.backbone;
   }
-  const TrainingOptions& options() const override { return ex_.train; }
-  std::string score_name() const override { return "accuracy"; }
-  std::string score_label() const override { return "order accuracy"; }
-  bool higher_is_better() const override { return true; }
-  std::string unit() const override { return "snippet"; }
 
   void build(const std::filesystem::path& root, Generator& gen) override {
-    train_set_ = checked(std::make_unique<data::FrameOrderDataset>(
-                             where_of(ex_, root, ex_.train_split), video_options(ex_, true), order_),
-                         root, ex_.train_split, ex_.train.limit_train);
-    val_set_ = checked(std::make_unique<data::FrameOrderDataset>(
-                           where_of(ex_, root, ex_.val_split), video_options(ex_, false), order_),
-                       root, ex_.val_split, ex_.train.limit_val);
+    make_sets<data::FrameOrderDataset>(root, order_);
     // The dropout stream is the run's own, seeded apart from the weights'.
     net_ = std::make_unique<models::FrameOrderNet>(
         net_options_, gen, std::make_shared<Generator>(ex_.train.seed + 0x9E3779B97F4A7C15ull));
   }
-  const data::Dataset& train_set() const override { return *train_set_; }
-  const data::Dataset& val_set() const override { return *val_set_; }
-  nn::Module& module() override { return *net_; }
-  std::vector<std::vector<Tensor>> parameter_groups() override { return {net_->parameters()}; }
   std::vector<std::pair<std::string, Generator*>> generators() override {
     return {{"dropout", net_->dropout_generator.get()}};
   }
@@ -327,18 +335,15 @@ class OrderTask final : public TrainingTask {
   }
 
  private:
-  VideoExperiment ex_;
   models::FrameOrderNetOptions net_options_;
   data::FrameOrderOptions order_;
-  std::unique_ptr<data::Dataset> train_set_, val_set_;
-  std::unique_ptr<models::FrameOrderNet> net_;
 };
 
 // ---- pretext_colorize ----
 
-class ColorizeTask final : public TrainingTask {
+class ColorizeTask final : public VideoTask<models::ColorizationNet> {
  public:
-  explicit ColorizeTask(Config& c) {
+  explicit ColorizeTask(Config& c) : VideoTask("error", "colorization error", false) {
     TrainingDefaults d;
     d.batch_size = 8;
     d.optimizer = "adam";
@@ -364,25 +369,11 @@ class ColorizeTask final : public TrainingTask {
     ex_ = read_video_experiment(c, d, /*with_backbone=*/true, /*with_samples=*/true);
     net_options_.backbone = ex_.backbone;
   }
-  const TrainingOptions& options() const override { return ex_.train; }
-  std::string score_name() const override { return "error"; }
-  std::string score_label() const override { return "colorization error"; }
-  bool higher_is_better() const override { return false; }
-  std::string unit() const override { return "snippet"; }
 
   void build(const std::filesystem::path& root, Generator& gen) override {
-    train_set_ = checked(std::make_unique<data::ColorizationDataset>(
-                             where_of(ex_, root, ex_.train_split), video_options(ex_, true), color_),
-                         root, ex_.train_split, ex_.train.limit_train);
-    val_set_ = checked(std::make_unique<data::ColorizationDataset>(
-                           where_of(ex_, root, ex_.val_split), video_options(ex_, false), color_),
-                       root, ex_.val_split, ex_.train.limit_val);
+    make_sets<data::ColorizationDataset>(root, color_);
     net_ = std::make_unique<models::ColorizationNet>(net_options_, gen);
   }
-  const data::Dataset& train_set() const override { return *train_set_; }
-  const data::Dataset& val_set() const override { return *val_set_; }
-  nn::Module& module() override { return *net_; }
-  std::vector<std::vector<Tensor>> parameter_groups() override { return {net_->parameters()}; }
   std::string describe() const override {
     const bool ab = net_options_.mode == models::ColorMode::ab;
     return "ColorizationNet (" + backbone_text(net_options_.backbone) + ", output stride " +
@@ -460,18 +451,15 @@ class ColorizeTask final : public TrainingTask {
     return n;
   }
 
-  VideoExperiment ex_;
   models::ColorizationNetOptions net_options_;
   data::ColorizationOptions color_;
-  std::unique_ptr<data::Dataset> train_set_, val_set_;
-  std::unique_ptr<models::ColorizationNet> net_;
 };
 
 // ---- train_future ----
 
-class FutureTask final : public TrainingTask {
+class FutureTask final : public VideoTask<models::FutureFrameNet> {
  public:
-  explicit FutureTask(Config& c) {
+  explicit FutureTask(Config& c) : VideoTask("l1", "L1", false) {
     TrainingDefaults d;
     d.batch_size = 8;
     d.optimizer = "adam";
@@ -489,25 +477,11 @@ class FutureTask final : public TrainingTask {
     net_options_.residual = c.get_bool("model.residual", false);
     ex_ = read_video_experiment(c, d, /*with_backbone=*/false, /*with_samples=*/true);
   }
-  const TrainingOptions& options() const override { return ex_.train; }
-  std::string score_name() const override { return "l1"; }
-  std::string score_label() const override { return "L1"; }
-  bool higher_is_better() const override { return false; }
-  std::string unit() const override { return "snippet"; }
 
   void build(const std::filesystem::path& root, Generator& gen) override {
-    train_set_ = checked(std::make_unique<data::FutureFrameDataset>(
-                             where_of(ex_, root, ex_.train_split), video_options(ex_, true), future_),
-                         root, ex_.train_split, ex_.train.limit_train);
-    val_set_ = checked(std::make_unique<data::FutureFrameDataset>(
-                           where_of(ex_, root, ex_.val_split), video_options(ex_, false), future_),
-                       root, ex_.val_split, ex_.train.limit_val);
+    make_sets<data::FutureFrameDataset>(root, future_);
     net_ = std::make_unique<models::FutureFrameNet>(net_options_, gen);
   }
-  const data::Dataset& train_set() const override { return *train_set_; }
-  const data::Dataset& val_set() const override { return *val_set_; }
-  nn::Module& module() override { return *net_; }
-  std::vector<std::vector<Tensor>> parameter_groups() override { return {net_->parameters()}; }
   std::string describe() const override {
     return "FutureFrameNet (" + std::to_string(net_options_.inputs) + " -> " +
            std::to_string(net_options_.outputs) + " frames, base " +
@@ -605,11 +579,8 @@ class FutureTask final : public TrainingTask {
     return n;
   }
 
-  VideoExperiment ex_;
   models::FutureFrameNetOptions net_options_;
   data::FutureFrameOptions future_;
-  std::unique_ptr<data::Dataset> train_set_, val_set_;
-  std::unique_ptr<models::FutureFrameNet> net_;
 };
 
 }  // namespace
