@@ -18,6 +18,7 @@
 #include "models/resnet.h"
 #include "models/unet.h"
 #include "tests/support/reference.h"
+#include "tests/support/reference_tensors.h"
 #include "tests/support/test_util.h"
 
 using namespace seg;
@@ -32,49 +33,9 @@ constexpr double kF64Tolerance = 1e-9;
 // relative; twice that bounds the error relative to max(|reference|, 1).
 constexpr double kStoredF32Tolerance = 1.2e-7;
 
-double max_rel_error(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = to_vector<double>(a), y = to_vector<double>(b);
-  REQUIRE(x.size() == y.size());
-  double scale = 1.0, err = 0.0;
-  for (double v : y) scale = std::max(scale, std::abs(v));
-  for (size_t i = 0; i < x.size(); ++i) err = std::max(err, std::abs(x[i] - y[i]));
-  return err / scale;
-}
-
-// A reference file's tensors by name.
-class Reference {
- public:
-  explicit Reference(const std::string& file) {
-    for (auto& [name, t] : load_safetensors(test::reference_path(file))) tensors_.emplace(name, t);
-  }
-  bool has(const std::string& name) const { return tensors_.count(name) > 0; }
-  Tensor get(const std::string& name) const {
-    auto it = tensors_.find(name);
-    if (it == tensors_.end()) FAIL("reference tensor missing: ", name);
-    return it->second;
-  }
-  // The tensors whose names start with `prefix`, without it.
-  nn::StateDict with_prefix(const std::string& prefix) const {
-    nn::StateDict out;
-    for (const auto& [name, t] : tensors_) {
-      if (name.rfind(prefix, 0) == 0) out.emplace_back(name.substr(prefix.size()), t);
-    }
-    return out;
-  }
-
- private:
-  std::map<std::string, Tensor> tensors_;
-};
-
-// `ours` against the reference tensor `name`, same shape, within `tolerance`.
-void check_close(const Tensor& ours, const Reference& ref, const std::string& name,
-                 double tolerance) {
-  CAPTURE(name);
-  REQUIRE(ours.defined());
-  Tensor expected = ref.get(name);
-  REQUIRE(ours.sizes() == expected.sizes());
-  CHECK(max_rel_error(ours, expected) <= tolerance);
-}
+using test::check_close;
+using test::max_rel_error;
+using Reference = test::ReferenceTensors;
 
 void check_unet(const std::string& file, bool bilinear) {
   if (!test::have_reference(file)) return;

@@ -21,6 +21,7 @@
 #include "models/init.h"
 #include "models/pretext.h"
 #include "tests/support/reference.h"
+#include "tests/support/reference_tensors.h"
 #include "tests/support/test_util.h"
 
 using namespace seg;
@@ -35,49 +36,12 @@ constexpr double kF64Tolerance = 1e-9;
 // present in these inputs, so at most ~1e3); its gradients are checked relative to max(|ref|, 1)
 // too, and their absolute error stays ~1e3 times the f64 rounding above: still far below 1e-9.
 
-double max_rel_error(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = to_vector<double>(a), y = to_vector<double>(b);
-  REQUIRE(x.size() == y.size());
-  double scale = 1.0, err = 0.0;
-  for (double v : y) scale = std::max(scale, std::abs(v));
-  for (size_t i = 0; i < x.size(); ++i) err = std::max(err, std::abs(x[i] - y[i]));
-  return err / scale;
-}
+using test::max_rel_error;
+using Reference = test::ReferenceTensors;
 
-// A reference file's tensors by name.
-class Reference {
- public:
-  explicit Reference(const std::string& file) {
-    for (auto& [name, t] : load_safetensors(test::reference_path(file))) tensors_.emplace(name, t);
-  }
-  Tensor get(const std::string& name) const {
-    auto it = tensors_.find(name);
-    if (it == tensors_.end()) FAIL("reference tensor missing: ", name);
-    return it->second;
-  }
-  // An input, stored as f32 (drawn in f32: exact), in f64.
-  Tensor input(const std::string& name) const { return get(name).to(DType::f64); }
-  // The tensors whose names start with `prefix`, without it, keeping those that start with
-  // `keep` (after the prefix) when given.
-  nn::StateDict with_prefix(const std::string& prefix, const std::string& keep = "") const {
-    nn::StateDict out;
-    for (const auto& [name, t] : tensors_) {
-      if (name.rfind(prefix + keep, 0) == 0) out.emplace_back(name.substr(prefix.size()), t);
-    }
-    return out;
-  }
-
- private:
-  std::map<std::string, Tensor> tensors_;
-};
-
-void check_close(const Tensor& ours, const Reference& ref, const std::string& name,
+void check_ref(const Tensor& ours, const Reference& ref, const std::string& name,
                  double tolerance = kF64Tolerance) {
-  CAPTURE(name);
-  REQUIRE(ours.defined());
-  Tensor expected = ref.get(name);
-  REQUIRE(ours.sizes() == expected.sizes());
-  CHECK(max_rel_error(ours, expected) <= tolerance);
+  test::check_close(ours, ref, name, tolerance);
 }
 
 // Strict load of the reference's "state." tensors (f32) into an f64 model.
@@ -92,9 +56,9 @@ void load_state(nn::Module& net, const Reference& ref, const std::string& keep =
 // Every parameter gradient and, after the training forward, every buffer.
 void check_grads_and_buffers(nn::Module& net, const Reference& ref, const std::string& prefix) {
   for (auto& [name, p] : net.named_parameters()) {
-    check_close(p.grad(), ref, prefix + "train.grad." + name);
+    check_ref(p.grad(), ref, prefix + "train.grad." + name);
   }
-  for (auto& [name, b] : net.named_buffers()) check_close(b, ref, prefix + "after." + name);
+  for (auto& [name, b] : net.named_buffers()) check_ref(b, ref, prefix + "after." + name);
 }
 
 // The small backbone of the reference: torchvision's Bottleneck ResNet, blocks (1, 1, 1, 1),
@@ -152,11 +116,11 @@ TEST_CASE("TripletNet matches PyTorch: one-pass embeddings, L1 triplet loss, gra
 
   net.train();
   models::TripletEmbeddings e = net.embed(a, p, n);
-  check_close(e.anchor, ref, "train.anchor");
-  check_close(e.positive, ref, "train.positive");
-  check_close(e.negative, ref, "train.negative");
+  check_ref(e.anchor, ref, "train.anchor");
+  check_ref(e.positive, ref, "train.positive");
+  check_ref(e.negative, ref, "train.negative");
   Tensor loss = models::triplet_loss(e, 1, 1.0);
-  check_close(loss.reshape({1}), ref, "train.loss");
+  check_ref(loss.reshape({1}), ref, "train.loss");
   loss.backward();
   check_grads_and_buffers(net, ref, "");
 
@@ -164,9 +128,9 @@ TEST_CASE("TripletNet matches PyTorch: one-pass embeddings, L1 triplet loss, gra
   {
     NoGradGuard no_grad;
     models::TripletEmbeddings ev = net.embed(a, p, n);
-    check_close(ev.anchor, ref, "eval.anchor");
-    check_close(ev.positive, ref, "eval.positive");
-    check_close(ev.negative, ref, "eval.negative");
+    check_ref(ev.anchor, ref, "eval.anchor");
+    check_ref(ev.positive, ref, "eval.positive");
+    check_ref(ev.negative, ref, "eval.negative");
   }
 
   // The same backbone without projection: the pooled 32 b features, L2 distance.
@@ -176,8 +140,8 @@ TEST_CASE("TripletNet matches PyTorch: one-pass embeddings, L1 triplet loss, gra
   CHECK(bare.embedding_dim() == kFeatures);
   NoGradGuard no_grad;
   models::TripletEmbeddings eb = bare.embed(a, p, n);
-  check_close(eb.anchor, ref, "noproj.train.anchor");
-  check_close(models::triplet_loss(eb, 2, 1.0).reshape({1}), ref, "noproj.train.loss");
+  check_ref(eb.anchor, ref, "noproj.train.anchor");
+  check_ref(models::triplet_loss(eb, 2, 1.0).reshape({1}), ref, "noproj.train.loss");
 }
 
 TEST_CASE("FrameOrderNet matches PyTorch: pair features, logits, cross entropy, gradients, BN") {
@@ -193,14 +157,14 @@ TEST_CASE("FrameOrderNet matches PyTorch: pair features, logits, cross entropy, 
   const Tensor frames = ref.input("frames");
   net.train();
   Tensor logits = net.forward(frames);
-  check_close(logits, ref, "train.logits");
+  check_ref(logits, ref, "train.logits");
   Tensor loss = cross_entropy(logits, ref.get("labels"));
-  check_close(loss.reshape({1}), ref, "train.loss");
+  check_ref(loss.reshape({1}), ref, "train.loss");
   loss.backward();
   check_grads_and_buffers(net, ref, "");
   net.eval();
   NoGradGuard no_grad;
-  check_close(net.forward(frames), ref, "eval.logits");
+  check_ref(net.forward(frames), ref, "eval.logits");
 }
 
 TEST_CASE("ColorizationNet matches PyTorch in both colour modes: attention, copy, losses, grads") {
@@ -218,21 +182,21 @@ TEST_CASE("ColorizationNet matches PyTorch in both colour modes: attention, copy
     CHECK(out.h == 4);
     CHECK(out.w == 8);
     // Bins: one-hot, exactly; ab: area averages (summation order).
-    check_close(out.values, ref, prefix + "values",
+    check_ref(out.values, ref, prefix + "values",
                 mode == models::ColorMode::bins ? 0.0 : kF64Tolerance);
-    check_close(out.attention, ref, prefix + "train.attention");
-    check_close(out.prediction, ref, prefix + "train.prediction");
-    check_close(out.loss.reshape({1}), ref, prefix + "train.loss");
+    check_ref(out.attention, ref, prefix + "train.attention");
+    check_ref(out.prediction, ref, prefix + "train.prediction");
+    check_ref(out.loss.reshape({1}), ref, prefix + "train.loss");
     out.loss.backward();
     check_grads_and_buffers(net, ref, prefix);
     NoGradGuard no_grad;
     Tensor ab = net.predicted_ab(out.prediction, 32, 64);
-    check_close(ab, ref, prefix + "train.predicted_ab");
-    check_close(models::colorization_error(ab, lab.select(1, 3)).reshape({1}), ref,
+    check_ref(ab, ref, prefix + "train.predicted_ab");
+    check_ref(models::colorization_error(ab, lab.select(1, 3)).reshape({1}), ref,
                 prefix + "train.error");
     if (mode == models::ColorMode::bins) {
       net.eval();
-      check_close(net.forward(grey), ref, "eval.attention");
+      check_ref(net.forward(grey), ref, "eval.attention");
     }
   }
 }
@@ -246,14 +210,14 @@ TEST_CASE("FutureFrameNet matches PyTorch (fusion as a (K,1,1) Conv3d there): ou
   const Tensor inputs = ref.input("inputs");  // (2, 3, 3, 16, 32)
   net.train();
   Tensor out = net.forward(inputs);
-  check_close(out, ref, "train.output");
+  check_ref(out, ref, "train.output");
   Tensor loss = l1_loss(out, ref.input("target"));
-  check_close(loss.reshape({1}), ref, "train.loss");
+  check_ref(loss.reshape({1}), ref, "train.loss");
   loss.backward();
   check_grads_and_buffers(net, ref, "");
   net.eval();
   NoGradGuard no_grad;
-  check_close(net.forward(inputs), ref, "eval.output");
+  check_ref(net.forward(inputs), ref, "eval.output");
 }
 
 // ---------------------------------------------------------------------------------------------
