@@ -262,6 +262,19 @@ TEST_CASE("conv2d: large images take the row-chunked path and match the direct l
   check_against_direct(Geometry{1, 2, 5, 9, 3, 5, 1, 1, 3, 2, 0, 1, 1}, 4);
 }
 
+TEST_CASE("conv2d: kernels with taps that only read padding (dropped) match the direct loops") {
+  // ASPP at a small map: rate 6 on 4x6, every tap but the centre dead in both dims.
+  check_against_direct(Geometry{2, 3, 4, 6, 2, 3, 3, 1, 1, 6, 6, 6, 6}, 11);
+  // Dead rows, live columns (rate 7 on 5x16).
+  check_against_direct(Geometry{1, 2, 5, 16, 3, 3, 3, 1, 1, 7, 7, 7, 7}, 12);
+  // Stride 2: the outer taps' rows skip past the image.
+  check_against_direct(Geometry{1, 2, 3, 9, 2, 3, 3, 2, 2, 4, 4, 4, 4}, 13);
+  // 5x5, dilation 3: one dead tap at each end, the next ones live at the border only.
+  check_against_direct(Geometry{1, 2, 4, 4, 2, 5, 5, 1, 1, 6, 6, 3, 3}, 14);
+  // Both outer rows dead, but dropping them would take the padding below zero: all kept.
+  check_against_direct(Geometry{1, 2, 6, 6, 2, 3, 3, 1, 1, 4, 0, 5, 1}, 15);
+}
+
 TEST_CASE("conv2d: results do not depend on the OpenMP thread count") {
   // f32: our loops (padding, im2col, col2im, bias) partition work so that every value is computed
   // in a fixed order, and so does our GEMM (kernels/cpu/sgemm.h): results must be identical bit
