@@ -129,8 +129,6 @@ void check_same_config(const json& saved, const json& given, const std::string& 
               "\n(resume without --config to use the run's own)");
 }
 
-json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(); }
-
 class Loop {
  public:
   Loop(TrainingTask& task, RunDir& run, AppDevice& device)
@@ -498,6 +496,8 @@ data::ResizeOptions read_resize_options(Config& c, const std::string& prefix,
             " takes downsample or height/width, not both");
   return r;
 }
+
+json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(); }
 
 int64_t count_parameters(const nn::Module& module) {
   int64_t n = 0;

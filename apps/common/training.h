@@ -139,6 +139,9 @@ Schedule make_schedule(const ScheduleOptions& options, Optimizer& optimizer, int
 data::ResizeOptions read_resize_options(Config& config, const std::string& prefix,
                                         const data::ResizeOptions& defaults);
 
+// A figure for metrics.jsonl: the number, or null where it is NaN or infinite (JSON has neither).
+nlohmann::json number_or_null(double value);
+
 // Number of parameters (elements) of a module.
 int64_t count_parameters(const nn::Module& module);
 

@@ -123,8 +123,6 @@ double ratio(double num, int64_t den) {
   return den > 0 ? num / static_cast<double>(den) : std::nan("");
 }
 
-json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(); }
-
 // A Lab image (3, h, w) f32 on the CPU as RGB bytes into `rgb` at column offset x0 of a canvas
 // `canvas_w` wide.
 void put_lab(const float* lab, int64_t h, int64_t w, std::vector<uint8_t>& rgb, int64_t canvas_w,
