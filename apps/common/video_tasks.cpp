@@ -176,6 +176,17 @@ class VideoTask : public TrainingTask {
   std::vector<std::vector<Tensor>> parameter_groups() override { return {net_->parameters()}; }
 
  protected:
+  // The loop's defaults for the video tasks: batch 8, Adam at `lr`, this task's score.
+  TrainingDefaults defaults(double lr) const {
+    TrainingDefaults d;
+    d.batch_size = 8;
+    d.optimizer = "adam";
+    d.lr = lr;
+    d.score = score_name_;
+    d.higher_is_better = higher_is_better_;
+    return d;
+  }
+
   // The training set (augmented) and the validation set (fixed) of dataset type DS.
   template <class DS, class TaskOptions>
   void make_sets(const std::filesystem::path& root, const TaskOptions& task) {
@@ -201,12 +212,7 @@ class VideoTask : public TrainingTask {
 class TripletTask final : public VideoTask<models::TripletNet> {
  public:
   explicit TripletTask(Config& c) : VideoTask("accuracy", "triplet accuracy", true) {
-    TrainingDefaults d;
-    d.batch_size = 8;
-    d.optimizer = "adam";
-    d.lr = 1e-3;
-    d.score = "accuracy";
-    d.init = models::imagenet_backbone_options();
+    const TrainingDefaults d = defaults(1e-3);
     net_options_.embedding_dim = c.get_int("model.embedding_dim", 0, 0, 1 << 16);
     p_ = c.get_string("loss.distance", "l1", {"l1", "l2"}) == "l1" ? 1 : 2;
     margin_ = c.get_double("loss.margin", 1.0, 0.0, 1e6);
@@ -270,11 +276,7 @@ class TripletTask final : public VideoTask<models::TripletNet> {
 class OrderTask final : public VideoTask<models::FrameOrderNet> {
  public:
   explicit OrderTask(Config& c) : VideoTask("accuracy", "order accuracy", true) {
-    TrainingDefaults d;
-    d.batch_size = 8;
-    d.optimizer = "adam";
-    d.lr = 1e-5;
-    d.score = "accuracy";
+    const TrainingDefaults d = defaults(1e-5);
     order_.offsets = int_list(c, "data.offsets", {8, 10, 12}, 0, data::kSnippetLength - 1);
     SEG_CHECK(order_.offsets.size() == 3 || order_.offsets.size() == 4,
               "config: data.offsets must hold 3 or 4 frame offsets, got ", order_.offsets.size());
@@ -342,12 +344,7 @@ class OrderTask final : public VideoTask<models::FrameOrderNet> {
 class ColorizeTask final : public VideoTask<models::ColorizationNet> {
  public:
   explicit ColorizeTask(Config& c) : VideoTask("error", "colorization error", false) {
-    TrainingDefaults d;
-    d.batch_size = 8;
-    d.optimizer = "adam";
-    d.lr = 1e-4;
-    d.score = "error";
-    d.higher_is_better = false;
+    const TrainingDefaults d = defaults(1e-4);
     color_.references = int_list(c, "data.references", {0, 4, 8}, 0, data::kSnippetLength - 1);
     SEG_CHECK(!color_.references.empty(), "config: data.references must name at least one frame");
     color_.target = static_cast<int>(c.get_int("data.target", 12, 0, data::kSnippetLength - 1));
@@ -458,12 +455,7 @@ class ColorizeTask final : public VideoTask<models::ColorizationNet> {
 class FutureTask final : public VideoTask<models::FutureFrameNet> {
  public:
   explicit FutureTask(Config& c) : VideoTask("l1", "L1", false) {
-    TrainingDefaults d;
-    d.batch_size = 8;
-    d.optimizer = "adam";
-    d.lr = 1e-3;
-    d.score = "l1";
-    d.higher_is_better = false;
+    const TrainingDefaults d = defaults(1e-3);
     future_.inputs = int_list(c, "data.inputs", {0, 2, 4}, 0, data::kSnippetLength - 1);
     future_.targets = int_list(c, "data.targets", {6, 8, 10}, 0, data::kSnippetLength - 1);
     SEG_CHECK(!future_.inputs.empty() && !future_.targets.empty(),
